@@ -1,0 +1,249 @@
+"""The profile schema: every key a profile may set, its type and its default.
+
+Keys are dotted (``filesystem.read_only_root``). A list key ``K`` may also be
+given in a child profile as ``K_add`` / ``K_remove`` to change the parent's
+list instead of replacing it (``capabilities.add`` / ``capabilities.remove``
+are short for ``capabilities.retain_add`` / ``_remove``).
+
+Each checker takes ``(value, base_dir)`` and returns the normalised value or
+raises ``ValueError`` with a message that says what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from .. import capabilities as caps
+from .model import OPTIONAL_PROTECTIONS
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b?)\s*$", re.I)
+_HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
+_ENVNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def parse_size(value) -> int:
+    """``512M``, ``64m``, ``1GiB``, ``4096`` or an int to bytes (powers of 1024)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 512M")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected a size such as 512M")
+    m = _SIZE.match(value)
+    if not m:
+        raise ValueError(f"{value!r} is not a size; write it like 512M or 1G")
+    n, unit = int(m.group(1)), m.group(2).lower()
+    return n * {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[unit]
+
+
+def _bool(v, _):
+    if not isinstance(v, bool):
+        raise ValueError("expected true or false")
+    return v
+
+
+def _namespace(v, _):
+    if v is True or v is False:
+        return v
+    if v == "host":
+        return False
+    if v == "new":
+        return True
+    raise ValueError('expected true (a new namespace) or "host"')
+
+
+def _int(lo, hi):
+    def check(v, _):
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ValueError(f"expected an integer from {lo} to {hi}")
+        return v
+    return check
+
+
+def _str(v, _):
+    if not isinstance(v, str):
+        raise ValueError("expected a string")
+    return v
+
+
+def _choice(*options):
+    def check(v, _):
+        if v not in options:
+            raise ValueError("expected one of " + ", ".join(repr(o) for o in options))
+        return v
+    return check
+
+
+def _size(v, _):
+    return parse_size(v)
+
+
+def _optional_size(v, _):
+    if v in ("unlimited", "none", False):
+        return None
+    return parse_size(v)
+
+
+def _optional_count(v, _):
+    if v in ("unlimited", "none", False):
+        return None
+    return _int(1, 1 << 31)(v, _)
+
+
+def _list_of(item):
+    def check(v, base):
+        if not isinstance(v, list):
+            raise ValueError("expected a list")
+        return tuple(item(x, base) for x in v)
+    return check
+
+
+def _abs_path(v, _):
+    if not isinstance(v, str) or not v.startswith("/") or "\0" in v:
+        raise ValueError("expected an absolute path inside the sandbox")
+    parts = [p for p in v.split("/") if p]
+    if ".." in parts:
+        raise ValueError(f"{v!r} must not contain '..'")
+    return "/" + "/".join(parts)
+
+
+def _tmpfs(v, base):
+    if not isinstance(v, str):
+        raise ValueError('expected "PATH[:OPTIONS]" such as "/tmp:size=64m,mode=1777"')
+    path, _, opts = v.partition(":")
+    path = _abs_path(path, base)
+    for opt in filter(None, opts.split(",")):
+        key = opt.split("=", 1)[0]
+        if key not in ("size", "mode", "nr_inodes", "uid", "gid", "noexec", "exec",
+                       "nosuid", "nodev"):
+            raise ValueError(f"unknown tmpfs option {key!r} in {v!r}")
+    return v if not opts else f"{path}:{opts}"
+
+
+def _cap(v, _):
+    if not isinstance(v, str):
+        raise ValueError("expected a capability name such as CAP_CHOWN")
+    try:
+        return caps.normalize(v)
+    except KeyError:
+        raise ValueError(f"unknown capability {v!r}; names are as in capabilities(7), "
+                         "for example CAP_NET_BIND_SERVICE") from None
+
+
+def _caps(v, base):
+    if isinstance(v, str) and v.upper() == "ALL":
+        return tuple(sorted(caps.CAPABILITIES))
+    return _list_of(_cap)(v, base)
+
+
+def _seccomp_profile(v, base: Path):
+    if not isinstance(v, str) or not v:
+        raise ValueError('expected a path to an OCI/Docker seccomp JSON, or "unconfined"')
+    if v == "unconfined":
+        return v
+    p = Path(v) if os.path.isabs(v) else (base / v)
+    p = p.resolve()
+    if not p.is_file():
+        raise ValueError(f"seccomp profile {str(p)!r} does not exist")
+    return str(p)
+
+
+def _hostname(v, _):
+    if not isinstance(v, str) or not _HOSTNAME.match(v) or len(v) > 64:
+        raise ValueError(f"{v!r} is not a valid host name (letters, digits, '-', '.', at most 64)")
+    return v
+
+
+def _env(v, _):
+    if not isinstance(v, dict):
+        raise ValueError('expected a table of NAME = "value"')
+    out = []
+    for k, val in v.items():
+        if not _ENVNAME.match(k):
+            raise ValueError(f"{k!r} is not a valid environment variable name")
+        if not isinstance(val, str) or "\0" in val:
+            raise ValueError(f"value of {k!r} must be a string")
+        out.append((k, val))
+    return tuple(out)
+
+
+def _optional(v, base):
+    return _list_of(_choice(*OPTIONAL_PROTECTIONS))(v, base)
+
+
+def _seccomp_action(v, _):
+    if not isinstance(v, str):
+        raise ValueError('expected an action such as "SCMP_ACT_ERRNO", "errno:ENOSYS" or "kill"')
+    return v
+
+
+#: dotted key -> (checker, default). The defaults are what `default.toml`
+#: starts from; bundled profiles say every important field explicitly anyway.
+SCHEMA: dict[str, tuple] = {
+    "name": (_str, None),
+    "description": (_str, ""),
+    "extends": (_str, None),
+    "optional": (_optional, ()),
+    **{f"namespaces.{n}": (_namespace, True)
+       for n in ("user", "pid", "mount", "net", "uts", "ipc", "cgroup")},
+    "user.uid": (_int(0, 2**32 - 2), 0),
+    "user.gid": (_int(0, 2**32 - 2), 0),
+    "user.map": (_choice("auto", "identity"), "auto"),
+    "capabilities.retain": (_caps, ()),
+    "seccomp.profile": (_seccomp_profile, None),
+    "seccomp.default_action": (_seccomp_action, None),
+    "seccomp.other_abis": (_choice("same", "kill"), "same"),
+    "filesystem.read_only_root": (_bool, True),
+    "filesystem.tmpfs": (_list_of(_tmpfs), ()),
+    "filesystem.masked_paths": (_list_of(_abs_path), ()),
+    "filesystem.read_only_paths": (_list_of(_abs_path), ()),
+    "filesystem.allow_setuid": (_bool, False),
+    "label.user": (_str, "system_u"),
+    "label.role": (_str, "system_r"),
+    "label.type": (_str, "sandbox_t"),
+    "label.level": (_str, "auto"),
+    "label.allow_unlabelled_ro": (_bool, False),
+    "network.mode": (_choice("none", "host", "bridge"), "none"),
+    "limits.memory": (_optional_size, None),
+    "limits.pids": (_optional_count, None),
+    "limits.nofile": (_optional_count, None),
+    "limits.nproc": (_optional_count, None),
+    "limits.fsize": (_optional_size, None),
+    "limits.core": (_optional_size, 0),
+    "process.env": (_env, ()),
+    "process.workdir": (_abs_path, "/"),
+    "process.hostname": (_hostname, "sandbox"),
+    "process.no_new_privs": (_bool, True),
+    "landlock.enabled": (_bool, True),
+}
+
+#: keys whose values are lists and so accept ``_add`` / ``_remove``.
+LIST_KEYS = frozenset(k for k in SCHEMA if k in {
+    "optional", "capabilities.retain", "filesystem.tmpfs",
+    "filesystem.masked_paths", "filesystem.read_only_paths"})
+#: keys whose TOML value is a table but which are leaves here.
+TABLE_LEAVES = frozenset({"process.env"})
+ALIASES = {"capabilities.add": "capabilities.retain_add",
+           "capabilities.remove": "capabilities.retain_remove"}
+
+
+def check(key: str, value, base_dir: Path):
+    """Validate one value; ``KeyError`` for an unknown key, ``ValueError`` for a bad value."""
+    real = ALIASES.get(key, key)
+    for suffix in ("_add", "_remove"):
+        if real.endswith(suffix) and real[: -len(suffix)] in LIST_KEYS:
+            checker = SCHEMA[real[: -len(suffix)]][0]
+            return checker(value, base_dir)
+    if real not in SCHEMA:
+        raise KeyError(key)
+    return SCHEMA[real][0](value, base_dir)
+
+
+def known_keys() -> list[str]:
+    keys = list(SCHEMA) + list(ALIASES)
+    keys += [k + s for k in LIST_KEYS for s in ("_add", "_remove")]
+    return keys
