@@ -1,0 +1,264 @@
+"""The library entry point: ``Sandbox(...).run([...])``, which the CLI uses too.
+
+    >>> from sandbox import Sandbox
+    >>> result = Sandbox(profile="default").run(["/bin/sh", "-c", "exit 3"])
+    >>> result.status
+    3
+
+`Sandbox` walks the pipeline of DESIGN §2: resolve the profile, resolve
+and verify the image (if any), compile the seccomp filter, allocate the
+label, build the `LaunchPlan`, spawn, and record the launch and its exit in
+the audit log. Each stage hands a frozen value to the next.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from .errors import HostSupportError, ProfileError, UsageError
+from .paths import Paths
+from .runtime.plan import LaunchPlan, MountOp, SeccompPlan, build_mounts, build_rlimits
+from .runtime.spec import RootFS, RunSpec, Volume
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """How a sandboxed command ended: ``status`` is its exit status (128+N
+    after signal N); ``effective`` the kernel state read back after start."""
+
+    sandbox_id: str
+    status: int
+    signal: int | None
+    duration_ms: float
+    plan_digest: str
+    effective: dict | None = None
+    missing: tuple[str, ...] = ()
+
+
+def parse_volume(text: str) -> Volume:
+    """``SRC:DST[:ro|rw][,z|Z]`` (also ``:z``/``:Z`` alone) to a `Volume`;
+    `UsageError` naming the volume otherwise."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[0] or not parts[1]:
+        raise UsageError(f"bad --volume {text!r}", hint="write it as SRC:DST[:ro|rw]")
+    src, dst = parts[0], parts[1]
+    mode, relabel = "ro", None
+    if len(parts) == 3:
+        for opt in parts[2].split(","):
+            if opt in ("ro", "rw"):
+                mode = opt
+            elif opt in ("z", "Z"):
+                relabel = opt
+            else:
+                raise UsageError(f"bad --volume {text!r}: unknown option {opt!r}",
+                                 hint="options are ro, rw, z and Z")
+    if not dst.startswith("/") or ".." in dst.split("/"):
+        raise UsageError(f"bad --volume {text!r}: the target must be an absolute path "
+                         "without '..'")
+    if any(c in src for c in ",\0") or any(c in dst for c in ",\0"):
+        raise UsageError(f"bad --volume {text!r}: paths may not contain ',' or NUL")
+    if not os.path.exists(src):
+        raise UsageError(f"--volume source {src!r} does not exist")
+    return Volume(os.path.realpath(src), os.path.normpath(dst), mode, relabel)
+
+
+def parse_user(text: str) -> tuple[int, int]:
+    """``UID[:GID]`` (numbers) to ids; `UsageError` otherwise."""
+    uid, _, gid = text.partition(":")
+    try:
+        u = int(uid)
+        g = int(gid) if gid else u
+    except ValueError:
+        raise UsageError(f"bad --user {text!r}",
+                         hint="give numeric ids inside the sandbox: UID or UID:GID") from None
+    if not (0 <= u < 2**32 - 1 and 0 <= g < 2**32 - 1):
+        raise UsageError(f"bad --user {text!r}: ids must be between 0 and 4294967294")
+    return u, g
+
+
+class Sandbox:
+    """A sandbox configuration; `run` launches one sandbox per call.
+
+    ``profile``: a profile name or a path to a TOML file. ``rootfs``: a
+    folder to use as root (never modified), or None for the host view.
+    ``image``: a reference in the local image store (verified at every
+    launch). ``volumes``: `Volume` values or ``SRC:DST[:ro|rw]`` strings.
+    ``env``, ``hostname``, ``workdir``, ``user``: command-line overrides of
+    the profile. ``root``: keep config, state and runtime under this folder.
+    ``insecure_options``: e.g. ``("image",)`` to run an unsigned image.
+    """
+
+    def __init__(self, profile: str = "default", *, rootfs: str | os.PathLike | None = None,
+                 image: str | None = None, volumes: Iterable[Volume | str] = (),
+                 name: str | None = None, hostname: str | None = None,
+                 env: Mapping[str, str] | None = None, workdir: str | None = None,
+                 user: str | tuple[int, int] | None = None, root: str | os.PathLike | None = None,
+                 insecure_options: Sequence[str] = (), network: str | None = None,
+                 audit: bool = True):
+        self.paths = Paths.resolve(root)
+        self.profile_ref = profile
+        self.rootfs = None if rootfs is None else str(rootfs)
+        self.image = image
+        self.volumes = tuple(v if isinstance(v, Volume) else parse_volume(v) for v in volumes)
+        self.name = name
+        self.hostname = hostname
+        self.env = dict(env or {})
+        self.workdir = workdir
+        self.user = parse_user(user) if isinstance(user, str) else user
+        self.insecure_options = tuple(insecure_options)
+        self.network = network
+        self.audit = audit
+        for opt in self.insecure_options:
+            if opt not in ("image",):
+                raise UsageError(f"unknown insecure option {opt!r}", hint="the only one is 'image'")
+        if self.rootfs is not None and self.image is not None:
+            raise UsageError("give either an image or --rootfs, not both")
+
+    # -- stage 2: the profile --------------------------------------------------
+    def resolve_profile(self):
+        from .profile import load
+        overrides: dict[str, tuple] = {}
+        if self.hostname is not None:
+            overrides["process.hostname"] = (self.hostname, "flag --hostname")
+        if self.workdir is not None:
+            overrides["process.workdir"] = (self.workdir, "flag --workdir")
+        if self.user is not None:
+            overrides["user.uid"] = (self.user[0], "flag --user")
+            overrides["user.gid"] = (self.user[1], "flag --user")
+        if self.network is not None:
+            overrides["network.mode"] = (self.network, "flag --net")
+        prof = load(self.profile_ref, user_dir=self.paths.user_profiles, overrides=overrides)
+        if self.env:
+            env = dict(prof.process.env)
+            env.update(self.env)
+            origins = dict(prof.origins)
+            origins["process.env"] = "flag --env"
+            prof = replace(prof, process=replace(prof.process, env=tuple(env.items())),
+                           origins=tuple(sorted(origins.items())))
+        return prof
+
+    # -- stage 5: the root file system -----------------------------------------
+    def _root(self) -> RootFS:
+        if self.rootfs is None:
+            return RootFS("host")
+        p = Path(self.rootfs)
+        if not p.exists():
+            raise UsageError(f"--rootfs {self.rootfs!r} does not exist")
+        if not p.is_dir():
+            raise UsageError(f"--rootfs {self.rootfs!r} is not a folder")
+        real = os.path.realpath(p)
+        if any(c in real for c in ",:\0"):
+            raise UsageError(f"--rootfs {real!r}: overlayfs cannot take a path with ',' or ':'")
+        return RootFS("dir", real)
+
+    # -- stage 6: the plan -------------------------------------------------------
+    def plan(self, argv: Sequence[str], *, sandbox_id: str | None = None,
+             reservations: list | None = None) -> LaunchPlan:
+        """Resolve everything and build the `LaunchPlan` without touching the
+        kernel. Reservations (id range) made for the plan are appended to
+        ``reservations`` (released by the caller), or released at once."""
+        if not argv:
+            raise UsageError("no command given", hint="write it after '--': sandbox run -- CMD")
+        profile = self.resolve_profile()
+        sid = sandbox_id or os.urandom(6).hex()
+        spec = RunSpec(tuple(argv), self._root(), self.volumes, self.name, self.insecure_options)
+        missing: list[str] = []
+
+        # namespaces
+        ns = profile.namespaces
+        order = ("user", "mount", "pid", "net", "uts", "ipc", "cgroup")
+        new = tuple(n for n in order if getattr(ns, n))
+        shared = tuple(n for n in order if not getattr(ns, n))
+        if profile.network.mode == "host" and "net" in new:
+            new = tuple(n for n in new if n != "net")
+            shared += ("net",)
+        if "mount" not in new:
+            raise ProfileError("a sandbox needs its own mount namespace",
+                               source=profile.source, key="namespaces.mount")
+        if profile.network.mode == "bridge":
+            raise HostSupportError("bridge networking is not available in this build",
+                                   hint="use --net none (the default) or --net host")
+
+        # id maps
+        from .runtime import idmap
+        idm = None
+        if "user" in new:
+            res = idmap.reserve(profile.user.map, self.paths.ensure("runtime"),
+                                inside_uid=0 if os.geteuid() == 0 else profile.user.uid,
+                                inside_gid=0 if os.geteuid() == 0 else profile.user.gid)
+            if reservations is not None:
+                reservations.append(res)
+            else:
+                res.release()
+            idm = res.idmap
+
+        # cgroups
+        from .runtime import cgroups
+        cg = cgroups.build(sid, profile.limits.memory, profile.limits.pids)
+        if cg is not None:
+            ok, why = cgroups.available()
+            if not ok:
+                if "cgroups" not in profile.optional:
+                    raise HostSupportError(
+                        f"profile {profile.name!r} sets memory/pids limits but {why}",
+                        hint='run as root, or add "cgroups" to the profile\'s optional list')
+                missing.append("cgroups")
+                cg = None
+
+        # seccomp: compiled here, in the parent, so errors come before any namespace
+        sc = None
+        if not profile.seccomp.unconfined:
+            from .seccomp import compile_filter
+            cf = compile_filter(profile.seccomp.profile, capabilities=profile.capabilities,
+                                default_action=profile.seccomp.default_action,
+                                other_abis=profile.seccomp.other_abis,
+                                cache_dir=self.paths.state / "cache" / "seccomp")
+            sc = SeccompPlan(cf.bpf, cf.digest, cf.source, cf.default_action,
+                             cf.architectures, cf.instructions)
+
+        volume_ops = tuple(MountOp("bind", v.target, v.source, v.mode + (",rec"),
+                                   "volume") for v in self.volumes)
+        mounts = build_mounts(profile, spec, volume_ops)
+        landlock_rules, landlock_abi = (), 0
+        if profile.landlock.enabled:
+            if "landlock" not in profile.optional:
+                raise HostSupportError("Landlock is not wired into this build yet",
+                                       hint='add "landlock" to the profile\'s optional list')
+            missing.append("landlock")
+        return LaunchPlan(
+            sandbox_id=sid, name=self.name, profile=profile.name,
+            profile_digest=profile.digest(), argv=tuple(argv), env=profile.process.env,
+            workdir=profile.process.workdir, hostname=profile.process.hostname,
+            uid=profile.user.uid, gid=profile.user.gid, namespaces=new,
+            shared_namespaces=shared, idmap=idm,
+            base=str(self.paths.runtime / sid), root_kind=spec.root.kind, mounts=mounts,
+            capabilities=tuple(sorted(profile.capabilities)),
+            no_new_privs=profile.process.no_new_privs,
+            rlimits=build_rlimits(profile.limits), cgroup=cg, seccomp=sc,
+            landlock=landlock_rules, landlock_abi=landlock_abi, label=None,
+            network=profile.network.mode if "net" in new or profile.network.mode == "host"
+            else "host",
+            missing=tuple(missing), insecure_options=self.insecure_options)
+
+    # -- stages 8-10: spawn, supervise, record ----------------------------------
+    def run(self, argv: Sequence[str]) -> RunResult:
+        """Launch ``argv`` in a new sandbox and wait for it.
+
+        Returns a `RunResult`. Raises a `sandbox.errors.SandboxError`
+        subclass when the sandbox is refused or cannot be set up (nothing is
+        left behind), `CommandNotFound`/`CommandNotExecutable` for the
+        command.
+        """
+        from .runtime.spawn import launch
+        reservations: list = []
+        try:
+            plan = self.plan(argv, reservations=reservations)
+            res = launch(plan)
+            return RunResult(res.sandbox_id, res.status, res.signal, res.duration_ms,
+                             plan.digest(), res.effective, res.missing)
+        finally:
+            for r in reservations:
+                r.release()

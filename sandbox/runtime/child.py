@@ -1,0 +1,495 @@
+"""The sandbox side of a launch: what the forked children do, in order.
+
+Three processes run here (P is the supervisor, `spawn`):
+
+  C   the first child. (1) joins the cgroups, (2) changes into the runtime
+      folder, (3) unshares every new namespace at once, (4) tells P, waits
+      for P to write the id maps, (5) becomes the sandbox's root (setresuid
+      inside the namespace), (6) forks C2, reports C2's host pid and waits
+      for it, exiting with its status.
+  C2  PID 1 of the new pid namespace, later the reaper. (7) brings up
+      loopback, (8) private propagation, (9) builds the root file system
+      from the plan's mount steps, (10) pivot_root, (11) hostname, rlimits,
+      (12) closes every fd above 2 but the error pipe, then forks C3 and
+      reaps until C3 exits, forwarding signals to it.
+  C3  the payload. (13) new session (TIOCSTI cannot reach the caller's
+      terminal), (14) workdir, (15) capabilities: bounding, ambient,
+      inheritable, permitted, effective, (16) uid/gid, (17) no_new_privs,
+      (18) Landlock, (19) the seccomp filter, last, then (20) execve.
+
+Any failure before execve is written to the error pipe as one JSON line
+naming the step, and the process exits 125 (126/127 for execve). The error
+pipe is close-on-exec: P reads EOF exactly when the payload has started.
+
+Setup runs as the sandbox's mapped root: it can only reach host paths that
+id can reach; the runtime folder is entered (chdir) before unshare so its
+parents need not be searchable.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import fcntl
+import json
+import os
+import resource
+import signal
+import socket
+import stat
+import struct
+
+# Imported here, not where used: after pivot_root the payload's root file
+# system no longer holds this interpreter's libraries.
+import prctl
+
+from . import _kernel as k
+from ..capabilities import CAPABILITIES, last_cap
+from .plan import LaunchPlan, MountOp
+
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                     signal.SIGUSR1, signal.SIGUSR2)
+
+
+class StepError(Exception):
+    def __init__(self, step: str, err: BaseException):
+        super().__init__(step)
+        self.step = step
+        self.err = err
+
+
+def _report(errfd: int, step: str, err: BaseException, status: int = 125) -> None:
+    """Write one JSON line describing the failure to P and exit."""
+    msg = {"step": step, "errno": getattr(err, "errno", None),
+           "message": getattr(err, "strerror", None) or str(err), "status": status}
+    try:
+        os.write(errfd, (json.dumps(msg) + "\n").encode())
+    except OSError:
+        pass
+    os._exit(status)
+
+
+# ---------------------------------------------------------------- C: step 1-6
+
+def first_child(plan: LaunchPlan, parent_pid: int, ready_w: int, go_r: int, err_w: int,
+                join_cgroups) -> None:
+    """Body of C. Never returns."""
+    step = "start"
+    try:
+        for s in FORWARDED_SIGNALS:                  # P forwards these to C2
+            signal.signal(s, signal.SIG_IGN)
+        step = "parent-death signal"
+        k.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent_pid:
+            os._exit(125)
+        if plan.cgroup is not None:                  # 1
+            step = "join cgroups"
+            join_cgroups(plan.cgroup)
+        step = f"chdir {plan.base}"                  # 2
+        os.chdir(plan.base)
+        step = "unshare " + ",".join(plan.namespaces)  # 3
+        flags = 0
+        for ns in plan.namespaces:
+            flags |= k.NAMESPACE_FLAGS[ns]
+        k.unshare(flags)
+        os.write(ready_w, b"U")                      # 4
+        if os.read(go_r, 1) != b"G":
+            os._exit(125)                             # P gave up
+        os.close(go_r)
+        if plan.idmap is not None and not plan.idmap.deny_setgroups:  # 5 (subordinate ids)
+            step = "become the sandbox's root"
+            if not plan.idmap.deny_setgroups:
+                os.setgroups([])
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        step = "fork PID 1"                          # 6
+        pid = os.fork()
+    except BaseException as e:  # noqa: BLE001 - everything goes to P as data
+        _report(err_w, step, e)
+    if pid == 0:
+        try:
+            os.close(ready_w)
+            pid1(plan, err_w)
+        finally:
+            os._exit(125)       # a forked child never returns into the caller
+    os.close(err_w)
+    os.write(ready_w, f"P{pid}\n".encode())
+    os.close(ready_w)
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except ChildProcessError:
+            os._exit(125)
+    code = os.waitstatus_to_exitcode(status)
+    os._exit(128 - code if code < 0 else code)
+
+
+# --------------------------------------------------------------- C2: step 7-12
+
+def pid1(plan: LaunchPlan, err_w: int) -> None:
+    """Body of C2: PID 1 of the sandbox. Never returns."""
+    step = "start"
+    try:
+        step = "parent-death signal"
+        k.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
+        os.setsid()          # out of the caller's process group: ^C reaches P only
+        if "net" in plan.namespaces:
+            step = "bring up lo"                     # 7
+            _loopback_up()
+        step = "private mount propagation"           # 8
+        k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
+        _build_root(plan)                            # 9
+        step = "pivot_root"                          # 10
+        os.chdir("root")
+        k.pivot_root(".", ".")
+        k.umount2(".", k.MNT_DETACH)
+        os.chdir("/")
+        if "uts" in plan.namespaces:                 # 11
+            step = "sethostname"
+            k.sethostname(plan.hostname)
+        for name, soft, hard in plan.rlimits:
+            step = f"setrlimit {name}"
+            resource.setrlimit(getattr(resource, name), (soft, hard))
+        step = "close fds"                           # 12
+        k.close_range(3, err_w - 1)
+        k.close_range(err_w + 1)
+        step = "fork payload"
+        pid = os.fork()
+    except StepError as e:
+        _report(err_w, e.step, e.err)
+    except BaseException as e:  # noqa: BLE001
+        _report(err_w, step, e)
+    if pid == 0:
+        try:
+            payload(plan, err_w)
+        finally:
+            os._exit(125)
+    os.close(err_w)
+    try:
+        _reap(plan, pid)
+    finally:
+        os._exit(125)
+
+
+def _reap(plan: LaunchPlan, payload_pid: int) -> None:
+    def forward(signum, _frame):
+        try:
+            os.kill(payload_pid, signum)
+        except ProcessLookupError:
+            pass
+    for s in FORWARDED_SIGNALS:
+        signal.signal(s, forward)
+    # PID 1 keeps nothing the payload could use: no capabilities, not
+    # dumpable (so /proc/1/mem, /proc/1/fd stay closed to the payload).
+    try:
+        k.prctl(k.PR_SET_DUMPABLE, 0)
+        _drop_capabilities(frozenset())
+        k.prctl(k.PR_SET_NO_NEW_PRIVS, 1)
+    except Exception:  # noqa: BLE001 - the payload runs already; keep reaping
+        pass
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(0)
+        if pid == payload_pid:
+            code = os.waitstatus_to_exitcode(status)
+            os._exit(128 - code if code < 0 else code)
+
+
+# -------------------------------------------------------------- C3: step 13-20
+
+def payload(plan: LaunchPlan, err_w: int) -> None:
+    """Body of C3: finish confinement and execve. Never returns."""
+    step = "start"
+    try:
+        for s in FORWARDED_SIGNALS + (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(s, signal.SIG_DFL)  # Python ignores SIGPIPE; execve keeps SIG_IGN
+        step = "setsid"
+        os.setsid()                                  # 13
+        step = f"chdir {plan.workdir}"               # 14
+        os.chdir(plan.workdir)
+        step = "drop capabilities"                   # 15
+        _drop_capabilities(frozenset(plan.capabilities), plan.uid, plan.gid,
+                           plan.idmap is None or not plan.idmap.deny_setgroups)  # 16
+        if plan.no_new_privs:                        # 17
+            step = "no_new_privs"
+            k.prctl(k.PR_SET_NO_NEW_PRIVS, 1)
+        if plan.landlock_abi and plan.landlock:      # 18
+            step = "landlock"
+            from ._landlock import apply_landlock
+            apply_landlock(plan.landlock)
+        if plan.seccomp is not None:                 # 19
+            step = "seccomp"
+            k.seccomp_set_filter(plan.seccomp.bpf)
+    except BaseException as e:  # noqa: BLE001
+        _report(err_w, step, e)
+    env = dict(plan.env)
+    try:                                             # 20
+        os.execvpe(plan.argv[0], list(plan.argv), env)
+    except FileNotFoundError as e:
+        _report(err_w, "execve", e, 127)
+    except NotADirectoryError as e:
+        _report(err_w, "execve", e, 127)
+    except OSError as e:
+        _report(err_w, "execve", e, 126)
+
+
+def _drop_capabilities(keep: frozenset[str], uid: int = 0, gid: int = 0,
+                       may_setgroups: bool = True) -> None:
+    """Bounding set, then ids, then permitted/effective/inheritable; ambient cleared.
+
+    The bounding set goes first because dropping needs CAP_SETPCAP, which
+    the payload may not keep. A non-zero uid loses permitted and effective
+    capabilities at setresuid, as Docker does for non-root users.
+    """
+    keep_nums = {CAPABILITIES[c] for c in keep}
+    for n in range(last_cap() + 1):
+        if n not in keep_nums:
+            prctl.capbset_drop(n)
+    k.clear_ambient_caps()
+    if may_setgroups:
+        os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    drop = [n for n in range(last_cap() + 1) if n not in keep_nums]
+    if uid == 0:
+        prctl.set_caps((sorted(keep_nums), [prctl.CAP_EFFECTIVE, prctl.CAP_PERMITTED], True),
+                       (drop, [prctl.CAP_EFFECTIVE, prctl.CAP_PERMITTED], False),
+                       (list(range(last_cap() + 1)), [prctl.CAP_INHERITABLE], False))
+    else:
+        prctl.set_caps((list(range(last_cap() + 1)),
+                        [prctl.CAP_EFFECTIVE, prctl.CAP_PERMITTED, prctl.CAP_INHERITABLE], False))
+
+
+def _loopback_up() -> None:
+    """ifconfig lo up with SIOCGIFFLAGS/SIOCSIFFLAGS: no netlink library needed."""
+    SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifreq = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s, SIOCGIFFLAGS, ifreq))[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+
+
+# ---------------------------------------------------------- the mount steps
+
+_FLAG_OPTS = {"ro": k.MS_RDONLY, "nosuid": k.MS_NOSUID, "nodev": k.MS_NODEV,
+              "noexec": k.MS_NOEXEC}
+_O_PATH_DIR = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _split_options(options: str, default_flags: int) -> tuple[int, str]:
+    flags, data = default_flags, []
+    for opt in filter(None, options.split(",")):
+        if opt in _FLAG_OPTS:
+            flags |= _FLAG_OPTS[opt]
+        elif opt in ("exec", "dev", "suid"):
+            flags &= ~{"exec": k.MS_NOEXEC, "dev": k.MS_NODEV, "suid": k.MS_NOSUID}[opt]
+        else:
+            data.append(opt)
+    return flags, ",".join(data)
+
+
+def _open_inside(root_fd: int, path: str, create: str | None = None) -> int:
+    """O_PATH fd of ``path`` inside the root, never following a symlink.
+
+    ``create``: None, ``dir`` or ``file`` (mode 0755/0644) for a missing
+    last component; missing parents are created as folders when ``create``
+    is set. A symlink anywhere on the way is refused (ELOOP), so an image
+    cannot redirect a mount onto a host path.
+    """
+    parts = [p for p in path.split("/") if p]
+    fd = os.dup(root_fd)
+    try:
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            want_dir = not last or create == "dir"
+            try:
+                flags = _O_PATH_DIR if want_dir else (os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+                nfd = os.open(part, flags, dir_fd=fd)
+            except FileNotFoundError:
+                if create is None:
+                    raise
+                if want_dir:
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                else:
+                    os.close(os.open(part, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
+                                     | os.O_CLOEXEC, 0o644, dir_fd=fd))
+                nfd = os.open(part, flags, dir_fd=fd)
+            except NotADirectoryError:
+                raise OSError(_errno.ELOOP, f"{path}: '{part}' is a symlink or not a folder") \
+                    from None
+            if not want_dir and stat.S_ISLNK(os.fstat(nfd).st_mode):
+                os.close(nfd)
+                raise OSError(_errno.ELOOP, f"{path} is a symlink")
+            os.close(fd)
+            fd = nfd
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _fdpath(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+def _locked_flags(path: str) -> int:
+    """Flags a bind remount must keep: the kernel refuses to clear nosuid,
+    nodev, noexec or atime flags locked by a more privileged namespace."""
+    f = os.statvfs(path).f_flag
+    out = 0
+    for st, ms in ((os.ST_NOSUID, k.MS_NOSUID), (os.ST_NODEV, k.MS_NODEV),
+                   (os.ST_NOEXEC, k.MS_NOEXEC), (os.ST_NOATIME, k.MS_NOATIME),
+                   (os.ST_NODIRATIME, k.MS_NODIRATIME), (os.ST_RELATIME, k.MS_RELATIME)):
+        if f & st:
+            out |= ms
+    return out
+
+
+def _remount(root_fd: int, path: str, flags: int) -> None:
+    """Bind-remount the mount now at ``path`` with ``flags`` added.
+
+    The path is opened afresh: an fd taken before the mount names the
+    covered folder, not the new mount's root, and the kernel would refuse.
+    """
+    fd = _open_inside(root_fd, path) if path != "/" else os.open("root", _O_PATH_DIR)
+    try:
+        target = _fdpath(fd)
+        k.mount(None, target, None, k.MS_REMOUNT | k.MS_BIND | flags | _locked_flags(target))
+    finally:
+        os.close(fd)
+
+
+def _build_root(plan: LaunchPlan) -> None:
+    """Execute the plan's mount steps under ``./root`` (cwd is the runtime folder)."""
+    root_fd = None
+    for op in plan.mounts:
+        step = op.describe().split("  #")[0].strip()
+        try:
+            if op.op == "root":
+                k.mount("tmpfs", "root", "tmpfs", k.MS_NOSUID | k.MS_NODEV, "mode=755")
+                root_fd = os.open("root", _O_PATH_DIR)
+                continue
+            if op.op == "overlay":
+                k.mount("tmpfs", "scratch", "tmpfs", k.MS_NOSUID | k.MS_NODEV, "mode=700")
+                os.mkdir("scratch/upper", 0o755)
+                os.mkdir("scratch/work", 0o700)
+                lowers = op.source
+                data = f"lowerdir={lowers},upperdir=scratch/upper,workdir=scratch/work"
+                try:
+                    k.mount("overlay", "root", "overlay", k.MS_NOSUID | k.MS_NODEV,
+                            data + ",userxattr")
+                except OSError as e:
+                    if e.errno != _errno.EINVAL:
+                        raise
+                    k.mount("overlay", "root", "overlay", k.MS_NOSUID | k.MS_NODEV, data)
+                root_fd = os.open("root", _O_PATH_DIR)
+                continue
+            _apply_op(root_fd, op)
+        except OSError as e:
+            raise StepError(step, e) from None
+
+
+def _apply_op(root_fd: int, op: MountOp) -> None:
+    t = op.target
+    if op.op == "mkdir":
+        fd = _open_inside(root_fd, t, create="dir")
+        mode = int(op.options or "0755", 8)
+        os.chmod(_fdpath(fd), mode) if mode != 0o755 else None
+        os.close(fd)
+    elif op.op == "symlink":
+        parent = _open_inside(root_fd, os.path.dirname(t), create="dir")
+        try:
+            os.symlink(op.source, os.path.basename(t), dir_fd=parent)
+        except FileExistsError:
+            pass
+        finally:
+            os.close(parent)
+    elif op.op == "file":
+        parent = _open_inside(root_fd, os.path.dirname(t), create="dir")
+        try:
+            fd = os.open(os.path.basename(t), os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+                         | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=parent)
+            os.write(fd, op.source.encode())
+            os.close(fd)
+        finally:
+            os.close(parent)
+    elif op.op == "bind":
+        src = op.source
+        isdir = os.path.isdir(src)
+        fd = _open_inside(root_fd, t, create="dir" if isdir else "file")
+        try:
+            opts = set(op.options.split(","))
+            flags = k.MS_BIND | (k.MS_REC if "rec" in opts or isdir else 0)
+            k.mount(src, _fdpath(fd), None, flags)
+        finally:
+            os.close(fd)
+        if "dev" not in opts:
+            _remount(root_fd, t, k.MS_NOSUID | k.MS_NODEV | (k.MS_RDONLY if "ro" in opts else 0))
+    elif op.op == "tmpfs":
+        fd = _open_inside(root_fd, t, create="dir")
+        try:
+            flags, data = _split_options(op.options, k.MS_NOSUID | k.MS_NODEV)
+            k.mount("tmpfs", _fdpath(fd), "tmpfs", flags, data)
+        finally:
+            os.close(fd)
+    elif op.op == "proc":
+        fd = _open_inside(root_fd, t, create="dir")
+        try:
+            try:
+                k.mount("proc", _fdpath(fd), "proc", k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
+            except PermissionError:
+                # the host's pid namespace is shared: bind the host's /proc
+                k.mount("/proc", _fdpath(fd), None, k.MS_BIND | k.MS_REC)
+        finally:
+            os.close(fd)
+    elif op.op == "sysfs":
+        fd = _open_inside(root_fd, t, create="dir")
+        try:
+            try:
+                k.mount("sysfs", _fdpath(fd), "sysfs",
+                        k.MS_RDONLY | k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
+            except PermissionError:
+                # the host's network namespace is shared: sysfs cannot be
+                # mounted anew, so bind the host's read-only
+                k.mount("/sys", _fdpath(fd), None, k.MS_BIND | k.MS_REC)
+                os.close(fd)
+                fd = None
+                _remount(root_fd, t, k.MS_RDONLY | k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
+        finally:
+            if fd is not None:
+                os.close(fd)
+    elif op.op == "devpts":
+        fd = _open_inside(root_fd, t, create="dir")
+        try:
+            k.mount("devpts", _fdpath(fd), "devpts", k.MS_NOSUID | k.MS_NOEXEC, op.options)
+        finally:
+            os.close(fd)
+    elif op.op == "mask":
+        try:
+            fd = _open_inside(root_fd, t)
+        except FileNotFoundError:
+            return                       # nothing to mask
+        try:
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                k.mount("tmpfs", _fdpath(fd), "tmpfs",
+                        k.MS_RDONLY | k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC, "size=0,mode=000")
+            else:
+                k.mount("/dev/null", _fdpath(fd), None, k.MS_BIND)
+        finally:
+            os.close(fd)
+    elif op.op == "readonly":
+        try:
+            fd = _open_inside(root_fd, t)
+        except FileNotFoundError:
+            return
+        try:
+            k.mount(_fdpath(fd), _fdpath(fd), None, k.MS_BIND | k.MS_REC)
+        finally:
+            os.close(fd)
+        _remount(root_fd, t, k.MS_RDONLY | k.MS_NOSUID | k.MS_NODEV)
+    elif op.op == "remount-ro":
+        _remount(root_fd, t, k.MS_RDONLY | k.MS_NOSUID | k.MS_NODEV)
+    else:
+        raise OSError(_errno.EINVAL, f"unknown mount step {op.op!r}")

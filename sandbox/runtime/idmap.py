@@ -1,0 +1,112 @@
+"""User and group id maps for the sandbox's user namespace (user_namespaces(7)).
+
+Run by root: a free range of 65536 ids taken from root's entries in
+``/etc/subuid`` and ``/etc/subgid`` (subuid(5)); each running sandbox holds
+its range with an ``flock`` on ``<runtime>/idmap/<start>.lock`` for as long
+as its supervisor lives, so the kernel releases it even after a crash. Run
+by another user: that user's own id maps to the sandbox's uid, and nothing
+else, which needs no helper binary (``setgroups`` is denied first, as the
+kernel requires).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pwd
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import HostSupportError
+
+RANGE = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class IdMap:
+    """``uid_map``/``gid_map`` lines (``inside outside count``) and whether
+    ``setgroups`` must be denied first."""
+
+    uid_map: str
+    gid_map: str
+    deny_setgroups: bool
+    host_uid: int       # the host id the sandbox's root (or uid) appears as
+    host_gid: int
+
+    def to_dict(self) -> dict:
+        return {"uid_map": self.uid_map.strip(), "gid_map": self.gid_map.strip(),
+                "deny_setgroups": self.deny_setgroups}
+
+
+def _sub_ranges(path: str, user: str, uid: int) -> list[tuple[int, int]]:
+    out = []
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.strip().split(":")
+                if len(parts) != 3 or parts[0] not in (user, str(uid)):
+                    continue
+                try:
+                    out.append((int(parts[1]), int(parts[2])))
+                except ValueError:
+                    continue
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def _slots(ranges: list[tuple[int, int]]) -> list[int]:
+    return [start + i * RANGE for start, count in ranges for i in range(count // RANGE)]
+
+
+class Reservation:
+    """A held id range; `release` (or process exit) frees it."""
+
+    def __init__(self, idmap: IdMap, fd: int | None):
+        self.idmap = idmap
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def identity(uid: int, gid: int, inside_uid: int = 0, inside_gid: int = 0) -> IdMap:
+    """The caller's own ids map to ``inside_uid``/``inside_gid``; nothing else."""
+    return IdMap(f"{inside_uid} {uid} 1\n", f"{inside_gid} {gid} 1\n", True, uid, gid)
+
+
+def reserve(mode: str, runtime_dir: Path, *, inside_uid: int = 0,
+            inside_gid: int = 0) -> Reservation:
+    """Choose and hold the id maps for one sandbox.
+
+    ``mode`` is the profile's ``user.map``: ``auto`` (a free subordinate range
+    when run by root, else identity) or ``identity``. Raises
+    `HostSupportError` when root has no subordinate range of 65536 ids free.
+    """
+    euid, egid = os.geteuid(), os.getegid()
+    if mode == "identity" or euid != 0:
+        return Reservation(identity(euid, egid, inside_uid, inside_gid), None)
+    name = pwd.getpwuid(euid).pw_name
+    uids = _slots(_sub_ranges("/etc/subuid", name, euid))
+    gids = _slots(_sub_ranges("/etc/subgid", name, euid))
+    if not uids or not gids:
+        raise HostSupportError(
+            "root has no subordinate id range of 65536 in /etc/subuid and /etc/subgid",
+            hint="add one: usermod --add-subuids 100000-6653599 --add-subgids 100000-6653599 root")
+    lockdir = runtime_dir / "idmap"
+    lockdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for ustart, gstart in zip(uids, gids):
+        fd = os.open(lockdir / f"{ustart}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        m = IdMap(f"0 {ustart} {RANGE}\n", f"0 {gstart} {RANGE}\n", False,
+                  ustart + inside_uid, gstart + inside_gid)
+        return Reservation(m, fd)
+    raise HostSupportError(
+        f"all {len(uids)} subordinate id ranges of root are in use by running sandboxes",
+        hint="give root a larger range in /etc/subuid and /etc/subgid, or stop a sandbox")

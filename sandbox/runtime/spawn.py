@@ -1,0 +1,281 @@
+"""The supervisor side of a launch (DESIGN §2 steps 8 and 10).
+
+`launch` forks C (see `child`), writes the id maps while C waits, says
+"go", forwards INT, TERM, HUP, QUIT, USR1 and USR2 to the sandbox's PID 1,
+reads back the payload's effective state once it has started, waits, and
+tears down: cgroups and the runtime folder. Mounts need no teardown: they
+live only in the sandbox's mount namespace and vanish with it.
+
+The supervisor holds no threads (a user namespace needs a single-threaded
+caller) and imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+
+from ..errors import (CommandNotExecutable, CommandNotFound, HostSupportError,
+                      SetupError)
+from . import cgroups
+from .child import FORWARDED_SIGNALS, first_child
+from .plan import LaunchPlan
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchResult:
+    """How a sandbox ended.
+
+    ``status``: the payload's exit status, or 128+N after signal N.
+    ``effective``: the payload's state read back from /proc after it
+    started (see `read_effective`), or None when it exited first.
+    """
+
+    sandbox_id: str
+    status: int
+    signal: int | None
+    duration_ms: float
+    effective: dict | None = None
+    missing: tuple[str, ...] = ()
+    leftovers: tuple[str, ...] = field(default=())
+
+
+def _pipe():
+    return os.pipe2(os.O_CLOEXEC)
+
+
+def _read_line(fd: int) -> bytes:
+    out = b""
+    while not out.endswith(b"\n"):
+        chunk = os.read(fd, 1)
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while True:
+        c = os.read(fd, 65536)
+        if not c:
+            return b"".join(chunks)
+        chunks.append(c)
+
+
+def prepare_base(plan: LaunchPlan) -> None:
+    """Create the runtime folder and the mount points the child needs,
+    owned by the sandbox's root so it can use them after setresuid."""
+    os.makedirs(os.path.dirname(plan.base), mode=0o711, exist_ok=True)
+    os.mkdir(plan.base, 0o700)
+    for sub in ("root", "scratch"):
+        os.mkdir(os.path.join(plan.base, sub), 0o700)
+    if plan.idmap is not None and os.geteuid() == 0:
+        for p in (plan.base, os.path.join(plan.base, "root"), os.path.join(plan.base, "scratch")):
+            os.chown(p, plan.idmap.host_uid, plan.idmap.host_gid)
+
+
+def remove_base(base: str) -> list[str]:
+    """Remove the runtime folder; returns what could not be removed."""
+    try:
+        shutil.rmtree(base)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        return [f"{base}: {e.strerror}"]
+    return []
+
+
+def _write_maps(pid: int, plan: LaunchPlan) -> None:
+    m = plan.idmap
+    if m.deny_setgroups:
+        with open(f"/proc/{pid}/setgroups", "w") as f:
+            f.write("deny")
+    with open(f"/proc/{pid}/uid_map", "w") as f:
+        f.write(m.uid_map)
+    with open(f"/proc/{pid}/gid_map", "w") as f:
+        f.write(m.gid_map)
+
+
+def _error_from_child(raw: bytes, plan: LaunchPlan) -> Exception:
+    try:
+        info = json.loads(raw.decode().splitlines()[0])
+    except (ValueError, IndexError):
+        return SetupError("the sandbox failed during setup without saying why", step="unknown")
+    step, msg, status = info.get("step"), info.get("message"), info.get("status", 125)
+    if status == 127:
+        return CommandNotFound(f"{plan.argv[0]}: command not found in the sandbox",
+                               hint="check the path, or the PATH in the profile's process.env")
+    if status == 126:
+        return CommandNotExecutable(f"{plan.argv[0]}: cannot execute in the sandbox: {msg}",
+                                    hint="check it is an executable file for this machine")
+    hint = _HINTS.get(step.split(" ")[0] if step else "", None)
+    return SetupError(f"sandbox setup failed at step '{step}': {msg}", step=step,
+                      errno=info.get("errno"), hint=hint)
+
+
+_HINTS = {
+    "unshare": "user namespaces may be disabled: sysctl kernel.unprivileged_userns_clone=1 "
+               "(or user.max_user_namespaces > 0)",
+    "overlay": "the root folder must be readable by the sandbox's root user; "
+               "make it and its parents world-searchable (chmod o+rx)",
+    "bind": "the source must be reachable by the sandbox's root user (chmod o+rx its parents)",
+    "seccomp": "the kernel refused the seccomp filter; see 'sandbox run --dry-run'",
+    "landlock": "mark landlock optional in the profile if this kernel cannot apply it",
+}
+
+
+def read_effective(pid: int) -> dict | None:
+    """The payload's kernel state as the kernel reports it (proc(5)):
+    CapInh/CapPrm/CapEff/CapBnd/CapAmb (hex), NoNewPrivs, Seccomp,
+    Seccomp_filters, uid_map, gid_map and the namespaces that differ from
+    the supervisor's. None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            status = f.read()
+        with open(f"/proc/{pid}/uid_map") as f:
+            uid_map = " ".join(f.read().split())
+        with open(f"/proc/{pid}/gid_map") as f:
+            gid_map = " ".join(f.read().split())
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    out: dict = {}
+    for line in status.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+            out[key] = value.strip()
+        elif key in ("NoNewPrivs", "Seccomp", "Seccomp_filters"):
+            out[key] = int(value.strip())
+    out["uid_map"], out["gid_map"] = uid_map, gid_map
+    differ = []
+    for ns in ("user", "mnt", "pid", "net", "uts", "ipc", "cgroup"):
+        try:
+            if os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"):
+                differ.append(ns)
+        except OSError:
+            pass
+    out["namespaces_differ"] = differ
+    return out
+
+
+def _payload_pid(pid1: int) -> int | None:
+    try:
+        with open(f"/proc/{pid1}/task/{pid1}/children") as f:
+            kids = f.read().split()
+        return int(kids[0]) if kids else None
+    except (OSError, ValueError):
+        return None
+
+
+def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None) -> LaunchResult:
+    """Run the plan to completion and return how it ended.
+
+    ``on_started(effective: dict | None, payload_pid: int | None)`` is called
+    once the payload has been exec'd (for the audit launch record).
+    Raises `SetupError`, `CommandNotFound`, `CommandNotExecutable` or
+    `HostSupportError`; in every case nothing of the sandbox is left.
+    """
+    t0 = time.monotonic()
+    missing = list(plan.missing)
+    cg = plan.cgroup
+    leftovers: list[str] = []
+    if cg is not None:
+        try:
+            cgroups.apply_create(cg)
+        except OSError as e:
+            raise HostSupportError(f"cannot create the sandbox's cgroup: {e.strerror}",
+                                   hint="mark cgroups optional in the profile, or run as root "
+                                        "on a host with the memory and pids controllers") from None
+    try:
+        prepare_base(plan)
+    except OSError as e:
+        if cg is not None:
+            cgroups.remove(cg)
+        raise SetupError(f"cannot create the runtime folder {plan.base}: {e.strerror}",
+                         step="runtime folder") from None
+
+    ready_r, ready_w = _pipe()
+    go_r, go_w = _pipe()
+    err_r, err_w = _pipe()
+    pending: list[int] = []
+    target = {"pid": None}
+
+    def forward(signum, _frame):
+        if target["pid"] is None:
+            pending.append(signum)
+        else:
+            try:
+                os.kill(target["pid"], signum)
+            except ProcessLookupError:
+                pass
+
+    old_handlers = {s: signal.signal(s, forward) for s in FORWARDED_SIGNALS}
+    parent = os.getpid()
+    c_pid = None
+    try:
+        c_pid = os.fork()
+        if c_pid == 0:
+            try:
+                for fd in (ready_r, go_w, err_r):
+                    os.close(fd)
+                first_child(plan, parent, ready_w, go_r, err_w, cgroups.join)
+            finally:
+                os._exit(125)   # a forked child never returns into the caller
+        for fd in (ready_w, go_r, err_w):
+            os.close(fd)
+        error = None
+        if os.read(ready_r, 1) != b"U":
+            error = _error_from_child(_read_all(err_r), plan)
+        else:
+            try:
+                if plan.idmap is not None:
+                    _write_maps(c_pid, plan)
+            except OSError as e:
+                error = SetupError(f"cannot write the sandbox's id maps: {e.strerror}",
+                                   step="uid_map", errno=e.errno,
+                                   hint="check /etc/subuid and /etc/subgid")
+                os.kill(c_pid, signal.SIGKILL)
+            else:
+                os.write(go_w, b"G")
+        os.close(go_w)
+        if error is None:
+            line = _read_line(ready_r)
+            if line.startswith(b"P"):
+                target["pid"] = int(line[1:])
+                for s in pending:
+                    forward(s, None)
+            raw = _read_all(err_r)          # EOF: the payload was exec'd, or failed
+            if raw:
+                error = _error_from_child(raw, plan)
+            elif on_started is not None or readback:
+                ppid = _payload_pid(target["pid"]) if target["pid"] else None
+                eff = read_effective(ppid) if (readback and ppid) else None
+                if on_started is not None:
+                    on_started(eff, ppid)
+        os.close(ready_r)
+        os.close(err_r)
+        _, status = os.waitpid(c_pid, 0)
+        c_pid = None
+        code = os.waitstatus_to_exitcode(status)
+        code = 128 - code if code < 0 else code
+        if error is not None:
+            raise error
+        sig = code - 128 if code > 128 else None
+        return LaunchResult(plan.sandbox_id, code, sig, (time.monotonic() - t0) * 1000,
+                            None, tuple(missing), tuple(leftovers))
+    finally:
+        if c_pid is not None:       # interrupted: make sure nothing survives
+            try:
+                os.kill(c_pid, signal.SIGKILL)
+                os.waitpid(c_pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        for s, h in old_handlers.items():
+            signal.signal(s, h)
+        if cg is not None:
+            leftovers += cgroups.remove(cg)
+        leftovers += remove_base(plan.base)
