@@ -89,14 +89,23 @@ def cli(ctx, root, debug):
     ctx.obj = Context(root, debug)
 
 
-def _is_run() -> bool:
-    return any(a == "run" for a in sys.argv[1:3])
+def _subcommand(argv: list[str]) -> str | None:
+    """The subcommand named in argv, skipping the group's own options."""
+    it = iter(argv)
+    for a in it:
+        if a == "--root":
+            next(it, None)
+        elif not a.startswith("-"):
+            return a
+    return None
 
 
 def main(argv=None) -> None:
     """Console entry point: runs the CLI and turns errors into exit codes."""
     from ..errors import SandboxError
-    debug = "--debug" in (argv or sys.argv) or bool(os.environ.get("SANDBOX_DEBUG"))
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or bool(os.environ.get("SANDBOX_DEBUG"))
+    is_run = _subcommand(args) == "run"
     try:
         rv = cli.main(args=argv, prog_name="sandbox", standalone_mode=False)
     except SandboxError as e:
@@ -105,13 +114,13 @@ def main(argv=None) -> None:
             traceback.print_exc()
         for line in e.lines():
             click.echo(f"sandbox: {line}", err=True)
-        sys.exit(e.run_status if _is_run() else e.status)
+        sys.exit(e.run_status if is_run else e.status)
     except click.exceptions.Abort:
         click.echo("sandbox: aborted", err=True)
-        sys.exit(130 if not _is_run() else 125)
+        sys.exit(130 if not is_run else 125)
     except click.ClickException as e:
         e.show()
-        sys.exit(125 if _is_run() and e.exit_code == 2 else e.exit_code)
+        sys.exit(125 if is_run and e.exit_code == 2 else e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except KeyboardInterrupt:

@@ -133,6 +133,7 @@ def pid1(plan: LaunchPlan, err_w: int) -> None:
         step = "parent-death signal"
         k.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
         os.setsid()          # out of the caller's process group: ^C reaches P only
+        prctl.set_proctitle("sandbox-init")   # the host's command line stays outside
         if "net" in plan.namespaces:
             step = "bring up lo"                     # 7
             _loopback_up()

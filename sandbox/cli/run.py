@@ -1,0 +1,98 @@
+"""``sandbox run``: parse flags into plain values and hand them to `Sandbox`."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from ..errors import UsageError
+
+
+class _RunCommand(click.Command):
+    """Everything after ``--`` is the command, kept verbatim (click would
+    otherwise drop the separator and we could not tell IMAGE from CMD)."""
+
+    def parse_args(self, ctx, args):
+        if "--" in args:
+            i = args.index("--")
+            ctx.meta["sandbox.command"] = args[i + 1:]
+            args = args[:i]
+        else:
+            ctx.meta["sandbox.command"] = None
+        return super().parse_args(ctx, args)
+
+
+def _env(values):
+    env = {}
+    for v in values:
+        k, sep, val = v.partition("=")
+        if not sep or not k:
+            raise UsageError(f"bad --env {v!r}", hint="write it as NAME=VALUE")
+        env[k] = val
+    return env
+
+
+@click.command(cls=_RunCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("image", required=False)
+@click.option("-p", "--profile", default="default", show_default=True, metavar="NAME|PATH",
+              help="Profile name (see 'sandbox profile list') or path to a TOML file.")
+@click.option("--rootfs", metavar="DIR", help="Use DIR as the root file system (never modified).")
+@click.option("-v", "--volume", "volumes", multiple=True, metavar="SRC:DST[:ro|rw]",
+              help="Bind a host path into the sandbox (read-only unless :rw).")
+@click.option("--name", help="A name for this sandbox.")
+@click.option("--hostname", help="Host name inside the sandbox.")
+@click.option("-e", "--env", "env", multiple=True, metavar="K=V",
+              help="Set an environment variable (the caller's environment is not inherited).")
+@click.option("-w", "--workdir", metavar="DIR", help="Working folder inside the sandbox.")
+@click.option("-u", "--user", metavar="UID[:GID]", help="Numeric user (and group) inside.")
+@click.option("--net", "network", type=click.Choice(["none", "host", "bridge"]),
+              help="Network mode (default: the profile's, usually none).")
+@click.option("--insecure-options", "insecure", metavar="LIST", default="",
+              help="Comma-separated protections to skip; 'image' runs an unverified image. "
+                   "Recorded in the audit log.")
+@click.option("--dry-run", is_flag=True, help="Print the launch plan and exit; touch nothing.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON.")
+@click.pass_context
+def run(ctx, image, profile, rootfs, volumes, name, hostname, env, workdir, user, network,
+        insecure, dry_run, as_json):
+    """Run a command in a new sandbox, locked down by PROFILE.
+
+    \b
+    sandbox run -- python3 -c 'print(1)'         host view (read-only host programs)
+    sandbox run --rootfs ./root -- /bin/sh       your own root file system
+    sandbox run --profile strict -- make test    no capabilities, no sockets but AF_UNIX
+    sandbox run --dry-run -- true                show every step without doing it
+
+    Exit status: the command's own, 128+N after signal N, 125 when the
+    sandbox was refused or could not be set up, 126 when the command cannot
+    be executed, 127 when it is not found.
+    """
+    from ..api import Sandbox
+    argv = ctx.meta.get("sandbox.command")
+    if as_json and not dry_run:
+        raise UsageError("--json goes with --dry-run")
+    if not argv and image is None:
+        raise UsageError("no command given", hint="sandbox run [OPTIONS] [IMAGE] -- CMD [ARGS...]")
+    opts = tuple(o for o in insecure.split(",") if o)
+    if opts:
+        click.echo(f"sandbox: WARNING: insecure options in use: {', '.join(opts)} "
+                   "(recorded in the audit log)", err=True)
+    box = Sandbox(profile, rootfs=rootfs, image=image, volumes=volumes, name=name,
+                  hostname=hostname, env=_env(env), workdir=workdir, user=user,
+                  root=ctx.obj.root, insecure_options=opts, network=network)
+    if dry_run:
+        plan = box.plan(argv or ())
+        if as_json:
+            d = plan.to_dict()
+            d["plan_digest"] = plan.digest()
+            click.echo(json.dumps(d, indent=2, sort_keys=True))
+        else:
+            for line in plan.describe():
+                click.echo(line)
+            click.echo(f"     plan digest {plan.digest()}")
+        return 0
+    result = box.run(argv or ())
+    sys.stdout.flush()
+    return result.status
