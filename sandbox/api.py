@@ -186,9 +186,10 @@ class Sandbox:
         from .runtime import idmap
         idm = None
         if "user" in new:
-            res = idmap.reserve(profile.user.map, self.paths.ensure("runtime"),
+            res = idmap.reserve(profile.user.map, self.paths.runtime,
                                 inside_uid=0 if os.geteuid() == 0 else profile.user.uid,
-                                inside_gid=0 if os.geteuid() == 0 else profile.user.gid)
+                                inside_gid=0 if os.geteuid() == 0 else profile.user.gid,
+                                hold=reservations is not None)
             if reservations is not None:
                 reservations.append(res)
             else:

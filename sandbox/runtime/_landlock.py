@@ -322,7 +322,8 @@ def apply_landlock(rules: Sequence[LandlockRule], *, abi: int | None = None,
 
     Raises `HostSupportError` when the kernel has no Landlock and
     `SetupError` (step ``landlock``) for any failing call. Irreversible:
-    call it in the child only, and in tests in a forked child.
+    call it in the child only, and in tests in a forked child. It restricts
+    the calling thread only (the child is single-threaded by design).
     """
     from . import _kernel
     if abi is None:

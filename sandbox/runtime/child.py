@@ -95,6 +95,8 @@ def first_child(plan: LaunchPlan, parent_pid: int, ready_w: int, go_r: int, err_
         if os.read(go_r, 1) != b"G":
             os._exit(125)                             # P gave up
         os.close(go_r)
+        step = "open mount sources"
+        sources = _open_sources(plan)
         if plan.idmap is not None and not plan.idmap.deny_setgroups:  # 5 (subordinate ids)
             step = "become the sandbox's root"
             if not plan.idmap.deny_setgroups:
@@ -108,7 +110,7 @@ def first_child(plan: LaunchPlan, parent_pid: int, ready_w: int, go_r: int, err_
     if pid == 0:
         try:
             os.close(ready_w)
-            pid1(plan, err_w)
+            pid1(plan, err_w, sources)
         finally:
             os._exit(125)       # a forked child never returns into the caller
     os.close(err_w)
@@ -126,7 +128,25 @@ def first_child(plan: LaunchPlan, parent_pid: int, ready_w: int, go_r: int, err_
 
 # --------------------------------------------------------------- C2: step 7-12
 
-def pid1(plan: LaunchPlan, err_w: int) -> None:
+def _open_sources(plan: LaunchPlan) -> dict[str, int]:
+    """O_PATH fds of every host path the mounts read, opened while this
+    process still has the caller's host identity.
+
+    After step 5 the sandbox's root (a subordinate host id) could not
+    search, say, a 0700 state folder; an fd taken now, in the new mount
+    namespace, is reached through /proc/self/fd without any path search.
+    """
+    fds: dict[str, int] = {}
+    for op in plan.mounts:
+        paths = op.source.split(":") if op.op == "overlay" else \
+            [op.source] if op.op == "bind" else []
+        for p in paths:
+            if p not in fds:
+                fds[p] = os.open(p, os.O_PATH | os.O_CLOEXEC)
+    return fds
+
+
+def pid1(plan: LaunchPlan, err_w: int, sources: dict[str, int]) -> None:
     """Body of C2: PID 1 of the sandbox. Never returns."""
     step = "start"
     try:
@@ -139,7 +159,7 @@ def pid1(plan: LaunchPlan, err_w: int) -> None:
             _loopback_up()
         step = "private mount propagation"           # 8
         k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
-        _build_root(plan)                            # 9
+        _build_root(plan, sources)                   # 9
         step = "pivot_root"                          # 10
         os.chdir("root")
         k.pivot_root(".", ".")
@@ -362,7 +382,7 @@ def _remount(root_fd: int, path: str, flags: int) -> None:
         os.close(fd)
 
 
-def _build_root(plan: LaunchPlan) -> None:
+def _build_root(plan: LaunchPlan, sources: dict[str, int]) -> None:
     """Execute the plan's mount steps under ``./root`` (cwd is the runtime folder)."""
     root_fd = None
     for op in plan.mounts:
@@ -376,7 +396,7 @@ def _build_root(plan: LaunchPlan) -> None:
                 k.mount("tmpfs", "scratch", "tmpfs", k.MS_NOSUID | k.MS_NODEV, "mode=700")
                 os.mkdir("scratch/upper", 0o755)
                 os.mkdir("scratch/work", 0o700)
-                lowers = op.source
+                lowers = ":".join(_fdpath(sources[p]) for p in op.source.split(":"))
                 data = f"lowerdir={lowers},upperdir=scratch/upper,workdir=scratch/work"
                 try:
                     k.mount("overlay", "root", "overlay", k.MS_NOSUID | k.MS_NODEV,
@@ -387,12 +407,12 @@ def _build_root(plan: LaunchPlan) -> None:
                     k.mount("overlay", "root", "overlay", k.MS_NOSUID | k.MS_NODEV, data)
                 root_fd = os.open("root", _O_PATH_DIR)
                 continue
-            _apply_op(root_fd, op)
+            _apply_op(root_fd, op, sources)
         except OSError as e:
             raise StepError(step, e) from None
 
 
-def _apply_op(root_fd: int, op: MountOp) -> None:
+def _apply_op(root_fd: int, op: MountOp, sources: dict[str, int]) -> None:
     t = op.target
     if op.op == "mkdir":
         fd = _open_inside(root_fd, t, create="dir")
@@ -417,7 +437,7 @@ def _apply_op(root_fd: int, op: MountOp) -> None:
         finally:
             os.close(parent)
     elif op.op == "bind":
-        src = op.source
+        src = _fdpath(sources[op.source])
         isdir = os.path.isdir(src)
         fd = _open_inside(root_fd, t, create="dir" if isdir else "file")
         try:
