@@ -111,6 +111,9 @@ class Sandbox:
         self.insecure_options = tuple(insecure_options)
         self.network = network
         self.audit = audit
+        self.verification = None     # the last launch's image Verification, if any
+        self.image_record = None
+        self.label_plan = None
         for opt in self.insecure_options:
             if opt not in ("image",):
                 raise UsageError(f"unknown insecure option {opt!r}", hint="the only one is 'image'")
@@ -154,17 +157,58 @@ class Sandbox:
             raise UsageError(f"--rootfs {real!r}: overlayfs cannot take a path with ',' or ':'")
         return RootFS("dir", real)
 
+    # -- stages 3-4: the image, verified at every launch -------------------------
+    def _image(self, argv, profile):
+        """Resolve and verify the image; its config gives the defaults
+        (Entrypoint, Cmd, Env, WorkingDir, User) that flags did not set."""
+        from .image import ImageStore
+        store = ImageStore(self.paths)
+        rec = store.resolve(self.image)
+        self.verification = None
+        if "image" not in self.insecure_options:
+            self.verification = store.verify(rec)   # raises VerificationError
+        self.image_record = rec
+        cfg = rec.config or {}
+        entry = list(cfg.get("Entrypoint") or [])
+        cmd = list(argv) if argv else list(cfg.get("Cmd") or [])
+        argv = entry + cmd
+        if not argv:
+            raise UsageError(f"image {rec.name or rec.digest} names no command",
+                             hint="give one after '--'")
+        env = dict(profile.process.env)
+        for item in cfg.get("Env") or []:
+            k, sep, v = item.partition("=")
+            if sep:
+                env[k] = v
+        env.update(self.env)
+        proc = replace(profile.process, env=tuple(env.items()))
+        if cfg.get("WorkingDir") and self.workdir is None:
+            proc = replace(proc, workdir=cfg["WorkingDir"])
+        user = profile.user
+        if cfg.get("User") and self.user is None:
+            u, _, g = str(cfg["User"]).partition(":")
+            if u.isdigit() and (not g or g.isdigit()):
+                user = replace(user, uid=int(u), gid=int(g) if g else int(u))
+            elif u not in ("root", "0"):
+                raise UsageError(f"image user {cfg['User']!r} is a name; sandbox needs numeric ids",
+                                 hint="pass --user UID[:GID]")
+        profile = replace(profile, process=proc, user=user)
+        return RootFS("layers", layers=tuple(rec.layer_dirs)), tuple(argv), profile
+
     # -- stage 6: the plan -------------------------------------------------------
     def plan(self, argv: Sequence[str], *, sandbox_id: str | None = None,
              reservations: list | None = None) -> LaunchPlan:
         """Resolve everything and build the `LaunchPlan` without touching the
         kernel. Reservations (id range) made for the plan are appended to
         ``reservations`` (released by the caller), or released at once."""
-        if not argv:
-            raise UsageError("no command given", hint="write it after '--': sandbox run -- CMD")
         profile = self.resolve_profile()
         sid = sandbox_id or os.urandom(6).hex()
-        spec = RunSpec(tuple(argv), self._root(), self.volumes, self.name, self.insecure_options)
+        root = self._root()
+        if self.image is not None:
+            root, argv, profile = self._image(argv, profile)
+        elif not argv:
+            raise UsageError("no command given", hint="write it after '--': sandbox run -- CMD")
+        spec = RunSpec(tuple(argv), root, self.volumes, self.name, self.insecure_options)
         missing: list[str] = []
 
         # namespaces
@@ -220,15 +264,33 @@ class Sandbox:
             sc = SeccompPlan(cf.bpf, cf.digest, cf.source, cf.default_action,
                              cf.architectures, cf.instructions)
 
-        volume_ops = tuple(MountOp("bind", v.target, v.source, v.mode + (",rec"),
-                                   "volume") for v in self.volumes)
+        # label (stage 7): a level no other running sandbox holds; volumes
+        # decided against it; Landlock rules that enforce the decision
+        from .labels.alloc import allocate_level, labels_in_use
+        from .labels.plan import apply_relabels, build_label_plan
+        lease = allocate_level(self.paths, profile.label.level, owner=sid)
+        try:
+            others = [h.level for h in labels_in_use(self.paths)]
+            lp = build_label_plan(profile, lease.level, self.volumes, held_by_others=others)
+        except BaseException:
+            lease.release()
+            raise
+        if reservations is not None:
+            reservations.append(lease)
+            apply_relabels(lp)
+        else:
+            lease.release()
+        volume_ops = tuple(
+            MountOp("bind", pv.request.target, pv.request.source, pv.grant.mode,
+                    f"volume, label {pv.grant.label or 'none'}")
+            for pv in lp.volumes)
         mounts = build_mounts(profile, spec, volume_ops)
         landlock_rules, landlock_abi = (), 0
-        if profile.landlock.enabled:
-            if "landlock" not in profile.optional:
-                raise HostSupportError("Landlock is not wired into this build yet",
-                                       hint='add "landlock" to the profile\'s optional list')
+        if lp.landlock is not None:
+            landlock_rules, landlock_abi = tuple(lp.landlock), lp.landlock_abi
+        elif profile.landlock.enabled:
             missing.append("landlock")
+        self.label_plan = lp
         return LaunchPlan(
             sandbox_id=sid, name=self.name, profile=profile.name,
             profile_digest=profile.digest(), argv=tuple(argv), env=profile.process.env,
@@ -239,7 +301,7 @@ class Sandbox:
             capabilities=tuple(sorted(profile.capabilities)),
             no_new_privs=profile.process.no_new_privs,
             rlimits=build_rlimits(profile.limits), cgroup=cg, seccomp=sc,
-            landlock=landlock_rules, landlock_abi=landlock_abi, label=None,
+            landlock=landlock_rules, landlock_abi=landlock_abi, label=str(lp.context),
             network=profile.network.mode if "net" in new or profile.network.mode == "host"
             else "host",
             missing=tuple(missing), insecure_options=self.insecure_options)

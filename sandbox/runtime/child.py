@@ -415,10 +415,13 @@ def _build_root(plan: LaunchPlan, sources: dict[str, int]) -> None:
 def _apply_op(root_fd: int, op: MountOp, sources: dict[str, int]) -> None:
     t = op.target
     if op.op == "mkdir":
-        fd = _open_inside(root_fd, t, create="dir")
-        mode = int(op.options or "0755", 8)
-        os.chmod(_fdpath(fd), mode) if mode != 0o755 else None
-        os.close(fd)
+        parent = _open_inside(root_fd, os.path.dirname(t), create="dir")
+        try:
+            os.mkdir(os.path.basename(t), int(op.options or "0755", 8), dir_fd=parent)
+        except FileExistsError:
+            pass                # an image's own folder is left as it is
+        finally:
+            os.close(parent)
     elif op.op == "symlink":
         parent = _open_inside(root_fd, os.path.dirname(t), create="dir")
         try:

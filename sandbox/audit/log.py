@@ -1,0 +1,631 @@
+"""The append-only, hash-chained audit log (DESIGN §6).
+
+Files, all in the state folder (mode 0700; the files 0600):
+
+==================  ==========================================================
+``audit.db``        SQLite (WAL, ``synchronous=NORMAL``): table ``records``
+``audit.anchor``    the chain head, sealed and signed, replaced atomically
+``audit.lock``      ``flock`` serialising writers (and anchor updates)
+``audit-key[.pub]`` the host Ed25519 key pair (`sandbox.audit._keys`)
+==================  ==========================================================
+
+**Record.** One row per event: ``seq`` (1, 2, ...), ``hash``, ``mac``,
+``body``. ``body`` is canonical JSON (`sandbox.audit._canon`) of
+``{"v": 1, "seq", "time", "kind", "data", "prev"}``, where ``prev`` is the
+``hash`` of record ``seq - 1`` (64 zeros for the first) and ``hash`` is
+SHA-256 of ``body``. So the hash covers the sequence number, the time, the
+kind, the data and the previous record. ``mac`` is a keyed BLAKE2b seal of
+``hash`` under the host key: a record someone inserted without the key is
+caught even where the chain around it was rebuilt. Triggers refuse UPDATE
+and DELETE, so the log is append-only by design (a tamperer can drop them;
+`sandbox.audit.verify` is what detects tampering).
+
+**Anchor.** After every append, still holding the lock, the writer replaces
+``audit.anchor`` (temporary file, then ``rename``) with the head ``(seq,
+hash)`` and its seal. Deleting the last record(s) leaves the database
+shorter than the anchor: that is how truncation is detected.
+
+**Writers do not paper over damage.** Before appending, the writer checks
+(under the lock, at no cost in the normal case) that the database still ends
+where the anchor says. If records were deleted from the end, the anchor was
+removed or forged, or a power loss undid commits, it first appends an
+``audit.gap`` record saying so; `verify` fails at that record from then on.
+Without this, deleting the last record and waiting for the next launch would
+hide the deletion.
+
+**Where signing happens, and why.** The anchor also carries an Ed25519
+signature over a head, checkable with only the public key
+(``audit verify --public-key``). Importing `cryptography` costs about
+13 ms, far above the launch path's 2 ms budget, so ``launch``, ``exit`` and
+``insecure-option`` records (`HOT_KINDS`) are only sealed (microseconds,
+`hashlib`), and the signature is brought up to the head:
+
+1. at once, for every other kind (trust and image changes, refusals: rare,
+   and never waiting on a payload);
+2. in batches on the hot path: when the signed head lags the real head by
+   `SIGN_EVERY` records or is older than `SIGN_AFTER` seconds (one append
+   in 32 pays ~15 ms; the median pays nothing);
+3. after every fully successful local `verify`, and on ``audit export``
+   and `AuditLog.sign` (a log shipped off the host is signed to its head).
+
+Between signatures the head is still protected locally by the seal: it
+cannot be moved without the private key.
+
+**Crash safety.** A record is one SQLite transaction (``BEGIN IMMEDIATE``
+... ``COMMIT``): a writer killed at any point leaves it either absent or
+whole. The anchor is written only after the commit; a writer killed between
+the two leaves a committed, sealed record just past the anchor, which
+`verify` accepts and names (``records N..M were written after the anchor``)
+and the next append covers. With ``synchronous=NORMAL`` a power loss may
+lose the last commits; the anchor may then name records that are gone, and
+`verify` fails (it never accepts a log it cannot vouch for).
+
+**Cost.** SQLite's default checkpoint-on-close would cost each
+``sandbox run`` process about 20 ms of fsyncs; it is switched off
+(`_no_checkpoint_on_close`) and checkpoints run every `WAL_AUTOCHECKPOINT`
+pages instead. ``benchmarks/audit_cost.py`` measures the rest.
+
+**Concurrency.** Writers take ``audit.lock`` with ``flock(LOCK_EX)`` and then
+``BEGIN IMMEDIATE``; the lock also orders the anchor updates. Readers take
+no lock: they read the anchor first, then the database, so the anchor they
+hold never names a record they cannot see.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from collections.abc import Iterable, Iterator
+
+from . import _keys
+from ._canon import GENESIS, canonical, sha256_hex, utc_now
+
+DB_NAME = "audit.db"
+ANCHOR_NAME = "audit.anchor"
+LOCK_NAME = "audit.lock"
+
+#: Kinds the rest of the toolkit records. Others are accepted if they match
+#: ``[a-z][a-z0-9.-]*`` (for future events).
+KINDS = ("launch", "exit", "refusal", "trust.add", "trust.remove",
+         "image.import", "image.remove", "insecure-option")
+#: Written by the log itself when a writer finds the database no longer
+#: ending where the anchor says (see `AuditLog._find_gap`).
+GAP_KIND = "audit.gap"
+#: Kinds written on the launch path: sealed at once, signed in batches.
+HOT_KINDS = frozenset({"launch", "exit", "insecure-option"})
+#: Sign on the hot path when the signature lags by this many records ...
+SIGN_EVERY = 32
+#: ... or is older than this many seconds.
+SIGN_AFTER = 600
+
+RECORD_VERSION = 1
+ANCHOR_VERSION = 1
+SIGN_DOMAIN = b"sandbox audit anchor v1\n"
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS records ("
+    " seq INTEGER PRIMARY KEY,"
+    " hash TEXT NOT NULL,"
+    " mac TEXT,"
+    " body BLOB NOT NULL)",
+    "CREATE TRIGGER IF NOT EXISTS records_no_update BEFORE UPDATE ON records"
+    " BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS records_no_delete BEFORE DELETE ON records"
+    " BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END",
+)
+
+
+#: WAL pages after which a commit checkpoints (SQLite's default is 1000).
+#: Smaller keeps the WAL that each new process must scan on open short.
+WAL_AUTOCHECKPOINT = 256
+_SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE = 1006
+
+
+def _no_checkpoint_on_close(con, path: Path) -> bool:
+    """Ask SQLite not to checkpoint (and delete) the WAL when this, the last,
+    connection closes. Why: every ``sandbox run`` is a new process with one
+    connection; by default its exit checkpoints with two fsyncs and deletes
+    the WAL, and the next process's first commit syncs a new WAL header:
+    about 20 ms per launch on a VM disk, ten times the budget. Without it,
+    a commit costs ~0.1 ms and checkpoints happen every
+    `WAL_AUTOCHECKPOINT` pages inside some commit (amortised). Durability
+    is unchanged (``synchronous=NORMAL``, WAL never corrupted by a crash).
+
+    Python 3.12+ has ``Connection.setconfig``. On CPython 3.11 the option is
+    set through ctypes on the connection's ``sqlite3*`` (the first field
+    after ``PyObject_HEAD`` of ``pysqlite_Connection`` in 3.11), checked by
+    asking SQLite for the database file name first. Anything unexpected:
+    leave SQLite's default. Returns True when the option is set."""
+    import sys
+    setconfig = getattr(con, "setconfig", None)
+    if setconfig is not None:
+        try:
+            setconfig(_SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, True)
+            return True
+        except Exception:
+            return False
+    if (sys.implementation.name != "cpython" or sys.version_info[:2] != (3, 11)
+            or hasattr(sys, "gettotalrefcount")):
+        return False
+    try:
+        import ctypes
+        import sqlite3
+        lib = ctypes.CDLL("libsqlite3.so.0")   # the copy _sqlite3 already loaded
+        lib.sqlite3_libversion.restype = ctypes.c_char_p
+        if lib.sqlite3_libversion().decode() != sqlite3.sqlite_version:
+            return False
+        handle = ctypes.c_void_p.from_address(id(con) + ctypes.sizeof(ctypes.c_void_p) * 2).value
+        if not handle:
+            return False
+        lib.sqlite3_db_filename.restype = ctypes.c_char_p
+        lib.sqlite3_db_filename.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        name = lib.sqlite3_db_filename(handle, b"main")
+        if name is None or os.path.realpath(name.decode()) != os.path.realpath(path):
+            return False
+        out = ctypes.c_int(-1)
+        rc = lib.sqlite3_db_config(ctypes.c_void_p(handle),
+                                   ctypes.c_int(_SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE),
+                                   ctypes.c_int(1), ctypes.byref(out))
+        return rc == 0 and out.value == 1
+    except (OSError, AttributeError, ValueError):
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One audit record as read back. ``time`` is ISO 8601 UTC
+    (``2026-11-29T08:18:09.123456Z``); ``prev`` and ``hash`` are hex SHA-256."""
+
+    seq: int
+    time: str
+    kind: str
+    data: dict
+    prev: str
+    hash: str
+
+    @property
+    def sandbox_id(self) -> str | None:
+        v = self.data.get("sandbox_id") if isinstance(self.data, dict) else None
+        return v if isinstance(v, str) else None
+
+    def to_dict(self) -> dict:
+        return {"seq": self.seq, "time": self.time, "kind": self.kind,
+                "data": self.data, "prev": self.prev, "hash": self.hash}
+
+
+def _check_kind(kind: str) -> None:
+    ok = bool(kind) and kind[0].isascii() and kind[0].islower() and all(
+        c.isascii() and (c.islower() or c.isdigit() or c in ".-") for c in kind)
+    if not ok or kind == GAP_KIND:
+        from ..errors import UsageError
+        raise UsageError(f"audit event kind {kind!r} is not valid"
+                         + (" (reserved for the log itself)" if ok else ""),
+                         hint="use lower-case letters, digits, '.' and '-', e.g. 'launch'")
+
+
+def anchor_message(signed: dict) -> bytes:
+    """The bytes an anchor signature covers: a domain line, then canonical
+    ``{"seq", "hash", "time", "unix", "key"}``."""
+    return SIGN_DOMAIN + canonical({k: signed[k] for k in
+                                    ("seq", "hash", "time", "unix", "key")})
+
+
+def parse_body(body: bytes) -> dict:
+    """A record body as a dict; ``ValueError`` if it is not a valid record."""
+    import json
+    doc = json.loads(body.decode("utf-8"))
+    if not isinstance(doc, dict) or set(doc) != {"v", "seq", "time", "kind", "data", "prev"}:
+        raise ValueError("not an audit record")
+    return doc
+
+
+class AuditLog:
+    """The audit log in one state folder.
+
+    ``AuditLog(paths)`` (a `sandbox.paths.Paths`, or the state folder as a
+    path) opens nothing: files are made by the first `append`. Not for use
+    across ``fork``: a child gets a fresh connection on first use.
+    """
+
+    def __init__(self, paths) -> None:
+        state = getattr(paths, "state", paths)
+        self.state = Path(state)
+        self.db_path = self.state / DB_NAME
+        self.anchor_path = self.state / ANCHOR_NAME
+        self.lock_path = self.state / LOCK_NAME
+        self.key_path = self.state / _keys.KEY_NAME
+        self.public_key_path = self.state / _keys.PUB_NAME
+        self._con = None
+        self._pid = None
+        self._ready = False
+
+    # -- connections -----------------------------------------------------
+
+    def _connect(self, *, write: bool):
+        if self._con is not None:
+            if self._pid == os.getpid():
+                return self._con
+            _inherited.append(self._con)  # a parent's: never use nor close it
+            self._con = None
+        import sqlite3
+        if write:
+            fd = os.open(self.db_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            os.close(fd)
+        elif not self.db_path.exists():
+            return None
+        try:
+            con = sqlite3.connect(self.db_path, isolation_level=None, timeout=60,
+                                  check_same_thread=False)
+        except sqlite3.OperationalError:
+            if write:
+                raise
+            con = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True,
+                                  isolation_level=None, timeout=60,
+                                  check_same_thread=False)
+        con.execute("PRAGMA synchronous=NORMAL")
+        if write:
+            con.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
+            _no_checkpoint_on_close(con, self.db_path)
+        self._con, self._pid, self._ready = con, os.getpid(), False
+        return con
+
+    def close(self) -> None:
+        """Close the database connection (checkpoints the WAL when last).
+        In a forked child, a connection of the parent is left alone."""
+        if self._con is not None:
+            if self._pid == os.getpid():
+                self._con.close()
+            else:
+                _inherited.append(self._con)
+        self._con = None
+        self._pid = None
+        self._ready = False
+
+    def _lock(self) -> int:
+        import fcntl
+        if not self._ready:
+            self.state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return fd
+
+    def _prepare(self):
+        """State folder, key pair, database schema; once per connection."""
+        if self._ready and self._pid == os.getpid():
+            return self._con
+        self.state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _keys.ensure_key(self.state)
+        con = self._connect(write=True)
+        if con.execute("PRAGMA user_version").fetchone()[0] < 1:
+            # WAL must be set outside a transaction; it persists in the file.
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in _SCHEMA:
+                    con.execute(stmt)
+                con.execute("PRAGMA user_version=1")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            # An anchor from the start (seq 0): a crash during the very first
+            # append then leaves a sealed record past it, not a log without
+            # an anchor (which is what deleting the anchor looks like).
+            key = _keys.mac_key(self.state)
+            if key is not None and not self.anchor_path.exists():
+                self._write_anchor(key, 0, GENESIS, None)
+        self._ready = True
+        return con
+
+    # -- writing ---------------------------------------------------------
+
+    def append(self, kind: str, data: dict, *, sign: bool | None = None) -> int:
+        """Append one event; return its sequence number.
+
+        ``data`` must be JSON-able (paths and sets are converted). ``sign``:
+        True signs the new head with Ed25519 now, False never, None follows
+        the policy in the module docstring. Raises `UsageError` for a bad
+        kind or data, `SetupError` (step ``audit record``) when the log
+        cannot be written.
+        """
+        _check_kind(kind)
+        if not isinstance(data, dict):
+            from ..errors import UsageError
+            raise UsageError(f"audit data for {kind!r} must be a dict, not {type(data).__name__}")
+        try:
+            canonical(data)
+        except (TypeError, ValueError) as e:
+            from ..errors import UsageError
+            raise UsageError(f"audit data for {kind!r} is not JSON: {e}") from None
+        try:
+            return self._append(kind, data, sign)
+        except OSError as e:
+            from ..errors import SetupError
+            raise SetupError(f"cannot write the audit log {self.db_path}: {e.strerror or e}",
+                             step="audit record", errno=e.errno,
+                             hint="check that the state folder is writable by this user") from e
+        except Exception as e:
+            import sqlite3
+            if isinstance(e, sqlite3.Error):
+                from ..errors import SetupError
+                raise SetupError(f"cannot write the audit log {self.db_path}: {e}",
+                                 step="audit record",
+                                 hint="run 'sandbox audit verify' to check the log") from e
+            raise
+
+    def _append(self, kind: str, data: dict, sign: bool | None) -> int:
+        lock = self._lock()
+        try:
+            con = self._prepare()
+            key = _keys.mac_key(self.state)
+            if key is None:
+                raise PermissionError(13, "the audit key is not readable", str(self.key_path))
+            try:
+                anchor, anchor_err = self.read_anchor(), None
+            except (ValueError, UnicodeDecodeError) as e:
+                anchor, anchor_err = None, f"the anchor is not readable ({e})"
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                head = con.execute(
+                    "SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+                gap = self._find_gap(con, key, head, anchor, anchor_err)
+                if gap is not None:
+                    head = self._insert(con, key, head, "audit.gap", gap)
+                seq, h = self._insert(con, key, head, kind, data)
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+            # The record is committed; move the anchor at once (still locked)
+            # so the window in which a crash leaves it behind stays tiny ...
+            signed = anchor.get("signed") if anchor and gap is None else None
+            self._write_anchor(key, seq, h, signed)
+            # ... then, when due, sign (slow: imports cryptography) and
+            # rewrite it with the signature.
+            if sign is None:
+                sign = gap is not None or self._sign_due(kind, seq, signed)
+            if sign:
+                self._write_anchor(key, seq, h, self._make_signature(seq, h))
+            return seq
+        finally:
+            os.close(lock)
+
+    @staticmethod
+    def _insert(con, key: bytes, head, kind: str, data: dict) -> tuple[int, str]:
+        seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
+        body = canonical({"v": RECORD_VERSION, "seq": seq, "time": utc_now(),
+                          "kind": kind, "data": data, "prev": prev})
+        h = sha256_hex(body)
+        con.execute("INSERT INTO records (seq, hash, mac, body) VALUES (?, ?, ?, ?)",
+                    (seq, h, _keys.seal(key, b"record", h.encode()), body))
+        return seq, h
+
+    @staticmethod
+    def _find_gap(con, key: bytes, head, anchor, anchor_err) -> dict | None:
+        """Before appending: does the database still end where the anchor
+        says? If not (records deleted or changed, the anchor removed, or a
+        power loss undid commits) the writer must not quietly extend the
+        log, which would hide the damage: it first appends an
+        ``audit.gap`` record describing it, which `verify` reports.
+        Costs nothing in the normal case (anchor == head)."""
+        h_seq, h_hash = head if head else (0, GENESIS)
+        if anchor_err:
+            reason = anchor_err
+        elif anchor is None:
+            if head is None:
+                return None          # a new log
+            reason = "the anchor is missing"
+        else:
+            try:
+                a_seq, a_hash = int(anchor["seq"]), str(anchor["hash"])
+            except (KeyError, TypeError, ValueError):
+                a_seq, a_hash = -1, ""
+            if a_seq < 0 or anchor.get("seal") != _keys.seal(
+                    key, b"anchor", canonical({"seq": a_seq, "hash": a_hash})):
+                reason = "the anchor's seal does not match the audit key"
+            elif a_seq == h_seq and a_hash == h_hash:
+                return None          # the normal case
+            elif a_seq > h_seq:
+                reason = f"records {h_seq + 1}..{a_seq} named by the anchor are missing"
+            else:
+                row = con.execute("SELECT hash FROM records WHERE seq=?", (a_seq,)).fetchone()
+                if a_seq > 0 and (row is None or row[0] != a_hash):
+                    reason = f"record {a_seq} no longer matches the anchor"
+                else:
+                    # Records past the anchor: a writer stopped between its
+                    # commit and its anchor update. Fine if they are sealed.
+                    bad = [s for s, h, m in con.execute(
+                        "SELECT seq, hash, mac FROM records WHERE seq > ?", (a_seq,))
+                        if m != _keys.seal(key, b"record", h.encode())]
+                    if not bad:
+                        return None
+                    reason = f"record {bad[0]} past the anchor is not sealed"
+        return {"reason": reason,
+                "anchor": ({"seq": anchor.get("seq"), "hash": anchor.get("hash")}
+                           if isinstance(anchor, dict) else None),
+                "head": {"seq": h_seq, "hash": h_hash}}
+
+    @staticmethod
+    def _sign_due(kind: str, seq: int, signed) -> bool:
+        if kind not in HOT_KINDS or not isinstance(signed, dict):
+            return True
+        import time
+        try:
+            return (seq - int(signed["seq"]) >= SIGN_EVERY
+                    or time.time() - float(signed["unix"]) >= SIGN_AFTER)
+        except (KeyError, TypeError, ValueError):
+            return True
+
+    def _make_signature(self, seq: int, h: str) -> dict:
+        import time
+        t = time.time()
+        signed = {"seq": seq, "hash": h, "time": utc_now(), "unix": int(t), "key": ""}
+        # The key fingerprint is part of the signed message, so compute it first.
+        from ._keys import derive_public, fingerprint, private_seed
+        seed = private_seed(self.key_path.read_bytes())
+        signed["key"] = fingerprint(derive_public(seed))
+        sig, _ = _keys.sign(self.state, anchor_message(signed))
+        signed["sig"] = sig
+        return signed
+
+    def _write_anchor(self, key: bytes, seq: int, h: str, signed) -> None:
+        doc = {"v": ANCHOR_VERSION, "seq": seq, "hash": h, "time": utc_now(),
+               "seal": _keys.seal(key, b"anchor", canonical({"seq": seq, "hash": h})),
+               "signed": signed}
+        # Only the lock holder writes, so a fixed temporary name is safe.
+        tmp = self.anchor_path.with_name(ANCHOR_NAME + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, canonical(doc) + b"\n")
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.anchor_path)
+
+    def sign(self, upto: tuple[int, str] | None = None) -> int:
+        """Sign a head with the host Ed25519 key and rewrite the anchor;
+        return the signed sequence number (0 for an empty log).
+
+        ``upto``: the ``(seq, hash)`` to sign, as `verify` checked it; it
+        must be in the database. Default: the current head, unchecked.
+        The anchor's own head always moves to the database's last record.
+        """
+        if not self.db_path.exists():
+            return 0
+        lock = self._lock()
+        try:
+            con = self._prepare()
+            key = _keys.mac_key(self.state)
+            row = con.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+            if row is None or key is None:
+                return 0
+            seq, h = upto if upto is not None else row
+            if upto is not None:
+                got = con.execute("SELECT hash FROM records WHERE seq=?", (seq,)).fetchone()
+                if got is None or got[0] != h:
+                    raise ValueError(f"record {seq} is not the one that was verified")
+            anchor = self.read_anchor() or {}
+            signed = anchor.get("signed")
+            if not (isinstance(signed, dict) and signed.get("seq") == seq
+                    and signed.get("hash") == h):
+                signed = self._make_signature(seq, h)
+            elif anchor.get("seq") == row[0] and anchor.get("hash") == row[1]:
+                return seq
+            self._write_anchor(key, row[0], row[1], signed)
+            return seq
+        finally:
+            os.close(lock)
+
+    # -- reading ---------------------------------------------------------
+
+    def read_anchor(self) -> dict | None:
+        """The anchor file as a dict, None when absent; ``ValueError`` when
+        it is not valid JSON."""
+        try:
+            raw = self.anchor_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        import json
+        doc = json.loads(raw.decode("utf-8"))
+        if not isinstance(doc, dict):
+            raise ValueError("the anchor is not a JSON object")
+        return doc
+
+    def head(self) -> tuple[int, str]:
+        """``(seq, hash)`` of the last record in the database; ``(0, GENESIS)``
+        when empty."""
+        con = self._connect(write=False)
+        if con is None:
+            return 0, GENESIS
+        try:
+            row = con.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+        except Exception:
+            return 0, GENESIS
+        return (row[0], row[1]) if row else (0, GENESIS)
+
+    def rows(self) -> Iterator[tuple[int, str, str | None, bytes]]:
+        """Raw ``(seq, hash, mac, body)`` rows in order (for `verify`)."""
+        con = self._connect(write=False)
+        if con is None:
+            return
+        try:
+            cur = con.execute("SELECT seq, hash, mac, body FROM records ORDER BY seq")
+        except Exception as e:
+            if "no such table" in str(e):
+                return
+            raise
+        for seq, h, mac, body in cur:
+            if isinstance(body, str):
+                body = body.encode("utf-8")
+            yield seq, h, mac, body
+
+    def records(self, *, since: str | None = None, until: str | None = None,
+                kinds: Iterable[str] | None = None,
+                sandbox: str | None = None) -> Iterator[Record]:
+        """Records in order, filtered: ``since``/``until`` are ISO 8601 UTC
+        strings as `sandbox.audit.parse_when` returns (inclusive / exclusive);
+        ``kinds`` a set of kinds; ``sandbox`` a sandbox id or a prefix of one.
+        A record whose body cannot be parsed is yielded with kind
+        ``"(unreadable)"`` (``audit verify`` says why)."""
+        kinds = set(kinds) if kinds else None
+        for seq, h, _mac, body in self.rows():
+            try:
+                doc = parse_body(body)
+                rec = Record(seq, str(doc["time"]), str(doc["kind"]),
+                             doc["data"] if isinstance(doc["data"], dict) else {},
+                             str(doc["prev"]), h)
+            except (ValueError, UnicodeDecodeError):
+                rec = Record(seq, "", "(unreadable)", {}, "", h)
+            if since and rec.time < since:
+                continue
+            if until and rec.time >= until:
+                continue
+            if kinds and rec.kind not in kinds:
+                continue
+            if sandbox and not (rec.sandbox_id or "").startswith(sandbox):
+                continue
+            yield rec
+
+    def verify(self, public_key=None, *, sign_head: bool = True):
+        """Check the whole log; see `sandbox.audit.verify.verify_log`."""
+        from .verify import verify_log
+        return verify_log(self, public_key=public_key, sign_head=sign_head)
+
+
+_open: dict[str, AuditLog] = {}
+#: Connections a forked child inherited: kept referenced and never closed
+#: there, because closing a parent's SQLite connection in a child can
+#: checkpoint and delete the WAL under the parent (SQLite: "do not carry an
+#: open database connection across a fork"). The child opens its own.
+_inherited: list = []
+
+
+def _after_fork_in_child() -> None:
+    for log in _open.values():
+        if log._con is not None:
+            _inherited.append(log._con)
+            log._con, log._pid, log._ready = None, None, False
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def record_event(paths, kind: str, data: dict) -> int:
+    """Append one event to the audit log of ``paths`` (a `Paths`); return its
+    sequence number (1, 2, ...).
+
+    ``kind``: ``launch``, ``exit``, ``refusal``, ``trust.add``,
+    ``trust.remove``, ``image.import``, ``image.remove``,
+    ``insecure-option`` (or another ``[a-z][a-z0-9.-]*`` name). ``data``: a
+    JSON-able dict; for ``launch``, ``exit`` and ``refusal`` the shapes in
+    `sandbox.audit.report`. Costs well under a millisecond per call after
+    the first in a process (one SQLite transaction, no fsync, a seal and an
+    anchor rename); see the module docstring for when it also signs.
+    Raises `UsageError` (bad kind or data) or `SetupError` (cannot write).
+    """
+    state = str(getattr(paths, "state", paths))
+    log = _open.get(state)
+    if log is None:
+        log = _open[state] = AuditLog(paths)
+    return log.append(kind, data)

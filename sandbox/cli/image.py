@@ -1,0 +1,185 @@
+"""``sandbox image``: import, list, inspect, verify and remove images.
+
+A thin layer over `sandbox.image.ImageStore`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+_PROGRESS_MIN = 4 << 20  # a bar only for imports of more than a few MB
+
+
+def _store(obj):
+    from ..image import ImageStore
+    return ImageStore(obj.paths)
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def _short(digest: str) -> str:
+    algo, hexpart = (digest.split(":", 1) if ":" in digest else digest.split("-", 1))
+    return f"{algo}:{hexpart[:12]}"
+
+
+class _Bar:
+    """click.progressbar, opened on the first report once the total is known
+    and only when stderr is a terminal and the import is big enough."""
+
+    def __init__(self):
+        self.bar = None
+        self.last = 0
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int):
+        if not self.enabled or total < _PROGRESS_MIN:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label="importing", file=sys.stderr,
+                                         show_pos=False, show_percent=True, show_eta=True)
+            self.bar.__enter__()
+        self.bar.update(done - self.last)
+        self.last = done
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+
+@click.group()
+def image():
+    """Import, list, inspect, verify and remove images.
+
+    \b
+    sandbox image import FILE|DIR [--name REF] [--signature SIG]...
+    sandbox image list [--json]
+    sandbox image inspect REF
+    sandbox image verify REF
+    sandbox image rm REF...
+    """
+
+
+@image.command("import")
+@click.argument("source", type=click.Path(exists=True, dir_okay=True, file_okay=True))
+@click.option("--name", metavar="REF", help="Name to store the image under (default: the "
+              "archive's own tag or ACI name).")
+@click.option("--signature", "signatures", multiple=True, metavar="SIG",
+              type=click.Path(exists=True, dir_okay=False),
+              help="A signature file to keep with the image (OpenPGP detached over the "
+              "archive, or simple signing over the manifest). Repeatable.")
+@click.option("--select", metavar="REF-NAME", help="Choose one image of a layout or archive "
+              "that holds several (its ref name or tag).")
+@click.option("--allow-setuid", is_flag=True, help="UNSAFE: keep setuid/setgid bits and file "
+              "capabilities from the layers.")
+@click.pass_obj
+def import_(obj, source, name, signatures, select, allow_setuid):
+    """Import an OCI layout (folder or tar), docker-archive or ACI file."""
+    from ..errors import UsageError
+    sigs = []
+    for s in signatures:
+        with open(s, "rb") as f:
+            data = f.read((1 << 20) + 1)
+        if len(data) > 1 << 20:
+            raise UsageError(f"{s}: larger than 1 MiB; not a signature")
+        sigs.append(data)
+    if allow_setuid:
+        click.echo("sandbox: warning: --allow-setuid keeps setuid/setgid bits and file "
+                   "capabilities from this image's layers", err=True)
+    bar = _Bar()
+    try:
+        rec = _store(obj).import_image(source, name=name, signatures=sigs, select=select,
+                                       allow_setuid=allow_setuid, progress=bar)
+    finally:
+        bar.close()
+    label = rec.name or "(no name)"
+    click.echo(f"imported {label} {rec.digest} ({rec.format}, {len(rec.layer_dirs)} "
+               f"layer{'s' if len(rec.layer_dirs) != 1 else ''}, {_human(rec.size)})")
+    devices = [s for s in rec.skipped if "device" in s[1]]
+    if devices:
+        click.echo(f"sandbox: note: {len(devices)} device node(s) not created "
+                   f"(first: {devices[0][0]})", err=True)
+    if rec.cleared_setuid:
+        click.echo(f"sandbox: note: setuid/setgid bits cleared on {len(rec.cleared_setuid)} "
+                   f"file(s) (first: {rec.cleared_setuid[0]})", err=True)
+    if not rec.name:
+        click.echo("sandbox: note: the image has no name; give one with --name to verify "
+                   "and run it by name", err=True)
+
+
+@image.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array of images.")
+@click.pass_obj
+def list_(obj, as_json):
+    """List the images in the store."""
+    recs = _store(obj).list()
+    if as_json:
+        out = [{"names": list(r.names), "digest": r.digest, "format": r.format,
+                "platform": r.platform, "size": r.size, "layers": len(r.layer_dirs),
+                "signatures": len(r.signatures), "imported_at": r.imported_at}
+               for r in recs]
+        click.echo(json.dumps(out, indent=2))
+        return
+    rows = [("NAME", "DIGEST", "FORMAT", "SIZE", "SIGS", "IMPORTED")]
+    for r in recs:
+        for n in (r.names or ("<none>",)):
+            rows.append((n, _short(r.digest), r.format, _human(r.size),
+                         str(len(r.signatures)), r.imported_at))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+@image.command("inspect")
+@click.argument("ref")
+@click.pass_obj
+def inspect(obj, ref):
+    """Show one image as JSON."""
+    click.echo(json.dumps(_store(obj).resolve(ref).to_json(), indent=2, sort_keys=True))
+
+
+@image.command("verify")
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="The verification as JSON.")
+@click.pass_obj
+def verify(obj, ref, as_json):
+    """Check the image's signatures against the trust store (exit 1 if refused)."""
+    store = _store(obj)
+    rec = store.resolve(ref)
+    v = store.verify(rec)
+    if as_json:
+        d = v.as_dict() if hasattr(v, "as_dict") else dict(vars(v))
+        click.echo(json.dumps(d, indent=2, sort_keys=True, default=str))
+        return
+    signer = getattr(v, "signer", "?")
+    entry = getattr(v, "entry", "?")
+    click.echo(f"verified {rec.name or rec.digest}: signed by {signer} "
+               f"(trusted for {entry})")
+
+
+@image.command("rm")
+@click.argument("refs", nargs=-1, required=True)
+@click.pass_obj
+def rm(obj, refs):
+    """Remove images (by name or digest) and the content only they used."""
+    store = _store(obj)
+    for ref in refs:
+        for what in store.remove(ref):
+            click.echo(f"removed {what}")
+
+
+@image.command("gc")
+@click.pass_obj
+def gc(obj):
+    """Remove unreferenced layers and blobs and leftovers of killed imports."""
+    r = _store(obj).gc()
+    click.echo(f"removed {r.layers} layer(s), {r.blobs} blob(s), "
+               f"{r.temporary} temporary item(s)")

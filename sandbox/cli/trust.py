@@ -1,0 +1,171 @@
+"""``sandbox trust``: manage the keys trusted to sign images, per name prefix.
+
+A thin layer over `sandbox.trust`; see `sandbox.trust.store` for the layout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from ..errors import NotFound, UsageError
+
+
+def _stdin_is_tty() -> bool:
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _group4(fpr: str) -> str:
+    return " ".join(fpr[i:i + 4] for i in range(0, len(fpr), 4))
+
+
+def _when(d) -> str:
+    return d.strftime("%Y-%m-%d") if d else "never"
+
+
+@click.group()
+def trust():
+    """Manage the keys trusted to sign images.
+
+    \b
+    sandbox trust add KEY.asc --prefix example.com/app   trust for that name and below
+    sandbox trust add KEY.asc --root                     trust for every name
+    sandbox trust list [--json]
+    sandbox trust show FINGERPRINT
+    sandbox trust remove FINGERPRINT [--prefix P | --root]
+    """
+
+
+@trust.command("add")
+@click.argument("keyfile", type=click.Path(dir_okay=False, allow_dash=False))
+@click.option("--prefix", metavar="PREFIX",
+              help="Trust the key for names under PREFIX (whole path components).")
+@click.option("--root", "root_", is_flag=True, help="Trust the key for every name.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask; trust the key (for scripts).")
+@click.pass_obj
+def add(obj, keyfile, prefix, root_, yes):
+    """Trust the OpenPGP public key in KEYFILE (armored or binary)."""
+    from ..trust import keys, names
+    if bool(prefix) == bool(root_):
+        raise UsageError("give exactly one of --prefix PREFIX or --root",
+                         hint="--prefix example.com/app trusts the key for that name and below")
+    if prefix:
+        prefix = "/".join(names.parse_prefix(prefix))
+    try:
+        with open(keyfile, "rb") as f:
+            data = f.read(2 << 20)
+    except FileNotFoundError:
+        raise NotFound(f"key file {keyfile} does not exist") from None
+    except OSError as e:
+        raise NotFound(f"cannot read key file {keyfile}: {e.strerror}") from None
+    cand = keys.inspect_key_file(data, source=f"key file {keyfile}")
+    info = cand.info
+    where = "every image name (root)" if root_ else f"images named {prefix} and below"
+    click.echo(f"Fingerprint: {_group4(info.fingerprint)}")
+    for uid in info.uids or ("(no user id)",):
+        click.echo(f"User id:     {uid}")
+    click.echo(f"Created:     {_when(info.created)}   Expires: {_when(info.expires)}")
+    click.echo(f"Trust for:   {where}")
+    if not yes:
+        if not _stdin_is_tty():
+            raise UsageError(
+                f"refusing to trust key {info.fingerprint} without confirmation: "
+                "there is no terminal to ask on",
+                hint="check the fingerprint above, then pass --yes")
+        if not click.confirm("Trust this key to sign images?", default=False):
+            click.echo("Key not trusted.", err=True)
+            raise click.exceptions.Exit(1)
+    path = keys.add_key(obj.paths, cand, prefix=prefix, root=root_)
+    click.echo(f"Trusted key {info.fingerprint} for {where} ({path}).")
+
+
+def _rows(paths):
+    from ..trust import TrustStore, keys
+    store = TrustStore(paths)
+    out = []
+    for e in store.entries():
+        try:
+            info = keys.key_info(paths, e.read())
+        except Exception:  # an unreadable key is listed, not fatal
+            info = None
+        d = e.as_dict()
+        d["uids"] = list(info.uids) if info else []
+        d["expires"] = info.expires.isoformat() if info and info.expires else None
+        d["readable"] = info is not None
+        out.append((e, info, d))
+    return store, out
+
+
+@trust.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def list_(obj, as_json):
+    """List trusted keys: fingerprint, scope (root or prefix), layer."""
+    store, rows = _rows(obj.paths)
+    if as_json:
+        click.echo(json.dumps({"generation": store.generation(),
+                               "keys": [d for _e, _i, d in rows]}, indent=2))
+        return
+    if not rows:
+        click.echo("No trusted keys. Add one with `sandbox trust add KEYFILE --prefix PREFIX`.")
+        return
+    click.echo(f"{'FINGERPRINT':<40}  {'LAYER':<6}  {'EXPIRES':<10}  {'FOR':<24}  USER ID")
+    for e, info, d in rows:
+        scope = "(every name)" if e.is_root else e.scope
+        uid = info.uids[0] if info and info.uids else ("(unreadable)" if not info else "")
+        click.echo(f"{e.fingerprint:<40}  {e.layer:<6}  "
+                   f"{_when(info.expires) if info else '?':<10}  {scope:<24}  {uid}")
+
+
+@trust.command("show")
+@click.argument("fingerprint")
+@click.pass_obj
+def show(obj, fingerprint):
+    """Show one trusted key: user ids, expiry, subkeys, where it is trusted."""
+    from ..trust import TrustStore, keys, names
+    fpr = names.normalize_fingerprint(fingerprint)
+    store = TrustStore(obj.paths)
+    entries = store.entries_of(fpr)
+    if not entries:
+        raise NotFound(f"key {fpr} is not in the trust store",
+                       hint="see `sandbox trust list`")
+    info = keys.key_info(obj.paths, entries[0].read())
+    click.echo(f"Fingerprint: {_group4(fpr)}")
+    if info:
+        for uid in info.uids:
+            click.echo(f"User id:     {uid}")
+        click.echo(f"Created:     {_when(info.created)}")
+        click.echo(f"Expires:     {_when(info.expires)}")
+        for sfpr, sexp, srev, caps in info.subkeys:
+            state = " revoked" if srev else ""
+            click.echo(f"Subkey:      {sfpr} [{caps}] expires {_when(sexp)}{state}")
+    else:
+        click.echo("(gpg cannot read this key file)")
+    for e in entries:
+        scope = "every name (root)" if e.is_root else f"prefix {e.scope}"
+        click.echo(f"Trusted for: {scope}  [{e.layer}: {e.path}]")
+
+
+@trust.command("remove")
+@click.argument("fingerprint")
+@click.option("--prefix", metavar="PREFIX", help="Remove only the entry for PREFIX.")
+@click.option("--root", "root_", is_flag=True, help="Remove only the every-name entry.")
+@click.pass_obj
+def remove(obj, fingerprint, prefix, root_):
+    """Stop trusting a key (everywhere, or for one prefix). A bundled
+    (vendor) key is masked with an empty file in the config layer."""
+    from ..trust import TrustStore, names
+    if prefix and root_:
+        raise UsageError("give at most one of --prefix PREFIX or --root")
+    fpr = names.normalize_fingerprint(fingerprint)
+    scope = "root" if root_ else prefix
+    removed = TrustStore(obj.paths).remove(fpr, scope)
+    for e in removed:
+        what = "every name" if e.is_root else f"prefix {e.scope}"
+        how = "masked vendor key" if e.layer == "vendor" else "removed"
+        click.echo(f"Key {fpr}: {how} for {what}.")

@@ -1,0 +1,375 @@
+"""Volume labels: where they are kept, and which mounts they permit.
+
+A volume's label is one `Level`, kept in the extended attribute
+``user.sandbox.label`` (canonical level text, ASCII), which works on any
+file system with user xattrs (ext4, xfs, btrfs, tmpfs since Linux 6.6) and
+needs no SELinux. Where SELinux is active (``/sys/fs/selinux/enforce``
+exists) `apply_volume_label` also writes ``security.selinux`` on the volume
+and everything below it, so the kernel enforces the same decision.
+
+The decision (`check_volume`), after MLS (Bell-LaPadula) as SELinux MCS
+applies it to files, with Podman's ``:z``/``:Z`` options:
+
+==============================  ==========================================
+volume label                    allowed
+==============================  ==========================================
+equal to the sandbox's level    read-write (or read-only if asked)
+dominated by the sandbox's      read-only; ``rw`` is refused
+``s0`` (no categories)          read-only for every sandbox: the shared
+                                level; ``rw`` is refused
+not dominated                   refused
+none (unlabelled)               refused, unless the profile sets
+                                ``label.allow_unlabelled_ro`` (then
+                                read-only) or the user asks to relabel
+==============================  ==========================================
+
+Relabelling (the launcher writes the new label before mounting):
+
+- ``:Z`` (private): relabel to the sandbox's own level; then the rules
+  above apply, so ``rw`` is granted. With an ``auto`` level the volume is
+  relabelled at every launch (as with Podman), so a ``:Z`` volume follows
+  its sandbox across runs.
+- ``:z`` (shared): relabel to ``s0``; the volume is then readable by every
+  sandbox and writable by none. Unlike Podman, ``:z`` with ``rw`` is
+  refused: a volume every sandbox can write is a channel between sandboxes,
+  which is exactly what the category pair exists to prevent.
+- Neither relabels a volume whose label is the level of another *running*
+  sandbox that this one does not dominate (that would take or declassify a
+  live sandbox's data), nor a host system folder (``/``, ``/usr``, ...).
+  An administrator who means it uses ``sandbox label set``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections import deque
+from dataclasses import dataclass
+from typing import Collection
+
+from ..errors import HostSupportError, SetupError, UsageError
+from .model import Context, LabelError, LabelRefused, Level, LevelRange
+from .selinux import selinux_active
+
+#: Our label, readable without SELinux.
+XATTR = "user.sandbox.label"
+#: The SELinux label, written only where SELinux is active.
+SELINUX_XATTR = "security.selinux"
+
+#: Host folders never relabelled (as Podman refuses ``/``, ``/usr``, ``/etc``...).
+PROTECTED_PATHS = frozenset({
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64",
+    "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr",
+    "/var", "/var/lib", "/var/tmp",
+})
+
+MODES = ("ro", "rw")
+RELABELS = (None, "z", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeGrant:
+    """What a volume may be mounted as.
+
+    ``mode``: ``"ro"`` or ``"rw"``; ``label``: the volume's level once
+    mounted (None for an unlabelled volume admitted read-only);
+    ``relabel_to``: the level to write before mounting, or None.
+    """
+
+    mode: str
+    label: Level | None
+    relabel_to: Level | None = None
+
+    def to_dict(self) -> dict:
+        return {"mode": self.mode,
+                "label": None if self.label is None else str(self.label),
+                "relabel_to": None if self.relabel_to is None else str(self.relabel_to)}
+
+
+def _sandbox_levels(sandbox_level: Level | LevelRange) -> tuple[Level, bool]:
+    """(clearance used for reads, may it write at that level)."""
+    if isinstance(sandbox_level, LevelRange):
+        return sandbox_level.high, sandbox_level.single
+    return sandbox_level, True
+
+
+def check_volume(sandbox_level: Level | LevelRange, volume_level: Level | None,
+                 requested_mode: str = "rw", allow_unlabelled_ro: bool = False,
+                 relabel: str | None = None, *, volume: str = "volume",
+                 held_by_others: Collection[Level] = ()) -> VolumeGrant:
+    """Decide whether a volume labelled ``volume_level`` may be mounted with
+    ``requested_mode`` (``"ro"``/``"rw"``) in a sandbox at ``sandbox_level``.
+
+    ``relabel`` is None, ``"z"`` (shared) or ``"Z"`` (private); see the
+    module docstring for the rules. ``volume`` names the volume in messages;
+    ``held_by_others`` are the levels of the other running sandboxes
+    (`labels_in_use`), which relabelling must not take.
+
+    For a sandbox level that is a range, reads use its high level and
+    writes need a single-level range. Pure: reads and writes nothing.
+
+    Raises `LabelRefused` (one line: the volume, its label, the sandbox's
+    level and the fix) or `UsageError` for an unknown mode or relabel.
+    """
+    if requested_mode not in MODES:
+        raise UsageError(f"{volume}: bad volume mode {requested_mode!r}: expected ro or rw")
+    if relabel not in RELABELS:
+        raise UsageError(f"{volume}: bad relabel option {relabel!r}: expected z or Z")
+    clearance, can_write = _sandbox_levels(sandbox_level)
+    shown = "unlabelled" if volume_level is None else f"label {volume_level}"
+    head = f"volume {volume} ({shown}) refused in sandbox at {sandbox_level}"
+
+    if relabel is not None:
+        if (volume_level is not None and not volume_level.shared
+                and volume_level in set(held_by_others)
+                and not clearance.dominates(volume_level)):
+            raise LabelRefused(f"{head}: its label belongs to a running sandbox; "
+                               "relabelling would take its data; use another folder")
+        if relabel == "z":
+            if requested_mode == "rw":
+                raise LabelRefused(f"{head}: :z makes it shared (s0), and shared volumes "
+                                   "are read-only; use :Z for a private writable volume or :z,ro")
+            target = Level(0)
+            if not clearance.dominates(target):
+                raise LabelRefused(f"{head}: the sandbox cannot read s0")
+        else:
+            if not can_write and requested_mode == "rw":
+                raise LabelRefused(f"{head}: a sandbox with a level range cannot own a "
+                                   "private volume; give it a single level")
+            target = clearance if isinstance(sandbox_level, LevelRange) else sandbox_level
+            if target.shared and requested_mode == "rw":
+                raise LabelRefused(f"{head}: :Z at a level without categories would "
+                                   "make it shared, and shared volumes are read-only; "
+                                   "give the sandbox a level with categories")
+        return VolumeGrant(requested_mode, target,
+                           None if volume_level == target else target)
+
+    if volume_level is None:
+        if requested_mode == "ro" and allow_unlabelled_ro:
+            return VolumeGrant("ro", None, None)
+        if requested_mode == "ro":
+            fix = ("label it (`sandbox label set PATH LEVEL`), add :z or :Z, or set "
+                   "label.allow_unlabelled_ro in the profile")
+        else:
+            fix = f"label it `sandbox label set PATH {sandbox_level}` or add :Z"
+        raise LabelRefused(f"{head}: unlabelled volumes are refused; {fix}")
+
+    if requested_mode == "rw":
+        if volume_level.shared:
+            raise LabelRefused(f"{head} read-write: {volume_level} is the shared level, "
+                               "read-only for every sandbox; mount it :ro or relabel with :Z")
+        if can_write and clearance == volume_level:
+            return VolumeGrant("rw", volume_level, None)
+        if clearance.dominates(volume_level):
+            raise LabelRefused(f"{head} read-write: writing needs equal levels; "
+                               "mount it :ro, or relabel with :Z")
+        raise LabelRefused(f"{head}: its level is not dominated by the sandbox's; "
+                           "use a sandbox at that level, or relabel with :Z")
+
+    if clearance.dominates(volume_level):
+        return VolumeGrant("ro", volume_level, None)
+    raise LabelRefused(f"{head}: its level is not dominated by the sandbox's; "
+                       "use a sandbox at that level, or relabel with :Z")
+
+
+# -- reading and writing the label ----------------------------------------
+
+def read_volume_label(path: str | os.PathLike) -> Level | None:
+    """The volume's level from ``user.sandbox.label`` (following symlinks,
+    as a bind mount does); falling back, where SELinux is active, to the
+    low level of ``security.selinux``. None when unlabelled or when the
+    file system has no xattrs.
+
+    Raises `LabelError` (naming the path) for a malformed label and
+    `SetupError` when the path is absent or unreadable.
+    """
+    p = os.fspath(path)
+    try:
+        raw = os.getxattr(p, XATTR)
+    except OSError as e:
+        if e.errno == errno.ENOENT:
+            raise SetupError(f"volume {p}: no such file or folder", step="read volume label",
+                             errno=e.errno) from None
+        if e.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise SetupError(f"volume {p}: cannot read {XATTR}: {e.strerror}",
+                             step="read volume label", errno=e.errno) from None
+        return _read_selinux_level(p)
+    try:
+        return Level.parse(raw.decode("ascii").strip())
+    except (UnicodeDecodeError, LabelError) as e:
+        msg = e.message if isinstance(e, LabelError) else "not ASCII"
+        raise LabelError(f"volume {p}: bad {XATTR}: {msg}",
+                         hint=f"set it again: sandbox label set {p} LEVEL") from None
+
+
+def _read_selinux_level(p: str) -> Level | None:
+    if not selinux_active():
+        return None
+    try:
+        raw = os.getxattr(p, SELINUX_XATTR)
+        return Context.parse(raw.rstrip(b"\0").decode("ascii")).level
+    except (OSError, UnicodeDecodeError, LabelError):
+        return None
+
+
+def check_relabel_path(path: str | os.PathLike) -> str:
+    """The real path of a volume that may be relabelled; raises
+    `LabelRefused` for a host system folder (`PROTECTED_PATHS`)."""
+    real = os.path.realpath(os.fspath(path))
+    if real in PROTECTED_PATHS:
+        raise LabelRefused(f"volume {real}: relabelling a host system folder is refused; "
+                           "use a folder of its own")
+    return real
+
+
+def apply_volume_label(path: str | os.PathLike, level: Level, *,
+                       selinux: bool | None = None,
+                       file_context: Context | None = None) -> str:
+    """Write ``level`` to the volume's ``user.sandbox.label`` (the folder or
+    file itself, following symlinks) and, where SELinux is active (or
+    ``selinux`` is True), ``security.selinux`` on it and everything below
+    it (``file_context``, default ``system_u:object_r:container_file_t``).
+    Returns the real path labelled.
+
+    Raises `LabelRefused` for a protected host folder, `HostSupportError`
+    when the file system has no user xattrs, `SetupError` otherwise.
+    """
+    real = check_relabel_path(path)
+    if not os.path.exists(real):
+        raise SetupError(f"volume {real}: no such file or folder", step="label volume")
+    try:
+        os.setxattr(real, XATTR, str(level).encode("ascii"))
+    except OSError as e:
+        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise HostSupportError(
+                f"volume {real}: its file system keeps no user extended attributes",
+                hint="put the volume on ext4, xfs, btrfs or tmpfs (Linux 6.6+)") from None
+        raise SetupError(f"volume {real}: cannot write {XATTR}: {e.strerror}",
+                         step="label volume", errno=e.errno) from None
+    if selinux if selinux is not None else selinux_active():
+        from .selinux import build_file_context
+        ctx = str(file_context.with_level(level)) if file_context else build_file_context(level)
+        _apply_selinux_tree(real, ctx.encode("ascii"))
+    return real
+
+
+def _apply_selinux_tree(top: str, ctx: bytes) -> None:
+    def one(p: str) -> None:
+        try:
+            os.setxattr(p, SELINUX_XATTR, ctx, follow_symlinks=False)
+        except OSError as e:
+            raise SetupError(f"volume {p}: cannot write {SELINUX_XATTR}: {e.strerror}",
+                             step="label volume", errno=e.errno) from None
+    one(top)
+    if os.path.isdir(top):
+        for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
+            for n in dirnames + filenames:
+                one(os.path.join(dirpath, n))
+
+
+def remove_volume_label(path: str | os.PathLike) -> bool:
+    """Remove ``user.sandbox.label``; False when there was none."""
+    p = os.fspath(path)
+    try:
+        os.removexattr(p, XATTR)
+    except OSError as e:
+        if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return False
+        raise SetupError(f"volume {p}: cannot remove {XATTR}: {e.strerror}",
+                         step="label volume", errno=e.errno) from None
+    return True
+
+
+def decide_volume(source: str | os.PathLike, sandbox_level: Level | LevelRange,
+                  requested_mode: str = "rw", *, allow_unlabelled_ro: bool = False,
+                  relabel: str | None = None,
+                  held_by_others: Collection[Level] = ()) -> VolumeGrant:
+    """`read_volume_label` then `check_volume`, naming ``source`` in errors.
+    Reads only; the caller applies ``grant.relabel_to`` with
+    `apply_volume_label` (after `check_relabel_path`)."""
+    src = os.fspath(source)
+    grant = check_volume(sandbox_level, read_volume_label(src), requested_mode,
+                         allow_unlabelled_ro, relabel, volume=src,
+                         held_by_others=held_by_others)
+    if grant.relabel_to is not None:
+        check_relabel_path(src)
+    return grant
+
+
+# -- mount targets ----------------------------------------------------------
+
+def _split(p: str) -> list[str]:
+    return [c for c in p.split("/") if c not in ("", ".")]
+
+
+def resolve_target_inside(root: str | os.PathLike, target: str, *,
+                          max_links: int = 40) -> str:
+    """The host-side path of ``target`` (absolute, as seen inside the
+    sandbox) under ``root``, resolving symlinks as if ``root`` were ``/``.
+
+    Walks one component at a time with ``lstat``: a symlink's text is
+    resolved against ``root`` (an absolute link restarts at ``root``; ``..``
+    never climbs above it), the way ``openat2(RESOLVE_IN_ROOT)`` and
+    Podman's securejoin do. Missing trailing components are kept as they
+    are (the caller creates them); a component that exists but is not a
+    folder, with more to follow, is an error.
+
+    Raises `UsageError` for a relative target or a NUL byte, `SetupError`
+    for too many symlinks (more than ``max_links``, ELOOP) or ENOTDIR.
+
+    The result is a string; it is safe as long as nobody else changes the
+    root file system between this call and the mount, which holds for a
+    root file system the payload has not started in yet.
+    """
+    root_s = os.path.realpath(os.fspath(root))
+    if not isinstance(target, str) or not target.startswith("/"):
+        raise UsageError(f"mount target {target!r}: must be an absolute path inside the sandbox")
+    if "\0" in target:
+        raise UsageError(f"mount target {target!r}: contains a NUL byte")
+    todo = deque(_split(target))
+    done: list[str] = []
+    links = 0
+    while todo:
+        name = todo.popleft()
+        if name == "..":
+            if done:
+                done.pop()
+            continue
+        here = os.path.join(root_s, *done, name)
+        try:
+            st = os.lstat(here)
+        except FileNotFoundError:
+            # Kept lexically; a later ".." may climb back into existing
+            # folders, whose components are then checked again.
+            done.append(name)
+            continue
+        except OSError as e:
+            raise SetupError(f"mount target {target}: {e.strerror} at /{'/'.join(done + [name])}",
+                             step="resolve mount target", errno=e.errno) from None
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > max_links:
+                raise SetupError(f"mount target {target}: too many symlinks inside the root",
+                                 step="resolve mount target", errno=errno.ELOOP)
+            link = os.readlink(here)
+            if link.startswith("/"):
+                done = []
+            todo.extendleft(reversed(_split(link)))
+            continue
+        if todo and not stat.S_ISDIR(st.st_mode):
+            raise SetupError(f"mount target {target}: /{'/'.join(done + [name])} is not a folder",
+                             step="resolve mount target", errno=errno.ENOTDIR)
+        done.append(name)
+    return os.path.join(root_s, *done) if done else root_s
+
+
+def resolve_target(root: str | os.PathLike, target: str) -> tuple[str, str]:
+    """(host-side path, path inside the sandbox) of a mount target, both
+    with symlinks resolved inside ``root`` (see `resolve_target_inside`).
+    The inside path is what Landlock rules must name: a rule on a symlink
+    would be attached to wherever it points."""
+    host = resolve_target_inside(root, target)
+    real_root = os.path.realpath(os.fspath(root))
+    rel = os.path.relpath(host, real_root)
+    return host, "/" if rel == "." else "/" + rel
