@@ -9,11 +9,14 @@ the launch path imports anyway, opening the database, and the two appends.
 Measured three ways, each on one audit log that grows as a real one does:
 
 1. ``fresh``: N separate processes; each first imports what the launch path
-   needs without auditing (paths, profile model, json, hashlib, dataclasses),
-   then times, inside the process with ``perf_counter``, ``import
+   needs without auditing (paths, profile model, json, hashlib, dataclasses,
+   ctypes for the kernel door), then times, inside the process with ``perf_counter``, ``import
    sandbox.audit`` + ``record_event(launch)`` + ``record_event(exit)``.
    Byte code is cached under a temporary ``PYTHONPYCACHEPREFIX`` (as an
    installed wheel has it), not compiled on each start.
+   ``prepared``: the same, but `sandbox.audit.prepare` (import sqlite3,
+   open the log) runs first, as the runtime does while the child sets
+   itself up; the two appends are timed apart from it.
 2. ``warm``: the two appends in one long-lived process (a library caller).
 3. ``wall``: whole-process wall time with and without the two records, to
    show the in-process number is not hiding anything (noisy: +-1 ms).
@@ -36,8 +39,9 @@ import sys
 import tempfile
 import time
 
+# What the launch path imports anyway (the kernel door uses ctypes).
 BASE = ("import sandbox.paths, sandbox.profile, sandbox.capabilities, json, hashlib, "
-        "dataclasses, pathlib\n")
+        "dataclasses, pathlib, ctypes\n")
 
 FRESH = BASE + r"""
 import sys, time
@@ -53,6 +57,20 @@ record_event(p, "exit", exit_)
 t3 = time.perf_counter()
 print(json.dumps({"import": (t1 - t0) * 1e3, "launch": (t2 - t1) * 1e3,
                   "exit": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3}))
+"""
+
+PREPARED = BASE + r"""
+import sys, time
+launch, exit_ = json.loads(sys.argv[2])
+t0 = time.perf_counter()
+from sandbox.audit import prepare, record_event
+p = sandbox.paths.Paths.resolve(sys.argv[1])
+prepare(p)          # the runtime does this while the child sets up
+t1 = time.perf_counter()
+record_event(p, "launch", launch)
+record_event(p, "exit", exit_)
+t2 = time.perf_counter()
+print(json.dumps({"prepare": (t1 - t0) * 1e3, "records": (t2 - t1) * 1e3}))
 """
 
 WALL_WITH = BASE + r"""
@@ -105,6 +123,7 @@ def main() -> int:
         run(FRESH)
 
     fresh = [json.loads(run(FRESH)) for _ in range(args.runs)]
+    prepared = [json.loads(run(PREPARED)) for _ in range(args.runs)]
 
     # warm: one process, many pairs
     from sandbox.audit import record_event
@@ -131,6 +150,8 @@ def main() -> int:
         "fresh_import_ms": _stats([f["import"] for f in fresh]),
         "fresh_launch_record_ms": _stats([f["launch"] for f in fresh]),
         "fresh_exit_record_ms": _stats([f["exit"] for f in fresh]),
+        "prepare_ms": _stats([f["prepare"] for f in prepared]),
+        "prepared_pair_ms": _stats([f["records"] for f in prepared]),
         "warm_pair_ms": _stats(warm),
         "wall_with_ms": _stats(wall_with),
         "wall_without_ms": _stats(wall_without),
@@ -153,9 +174,11 @@ def main() -> int:
                 print(f"{k:<26}{v['min']:>8.2f}{v['median']:>8.2f}{v['mean']:>8.2f}"
                       f"{v['p95']:>8.2f}{v['max']:>8.2f}")
         print(f"wall-clock added (median with - median without): {res['wall_added_ms_median']:.2f}")
-        ok = res["fresh_total_ms"]["median"] <= 2.0
-        print(f"target <= 2 ms median per launch (fresh process): "
-              f"{'met' if ok else 'NOT met'} ({res['fresh_total_ms']['median']:.2f} ms)")
+        for key, what in (("fresh_total_ms", "fresh process, nothing prepared"),
+                          ("prepared_pair_ms", "log prepared during child setup")):
+            m = res[key]["median"]
+            print(f"target <= 2 ms median per launch, {what}: "
+                  f"{'met' if m <= 2.0 else 'NOT met'} ({m:.2f} ms)")
     return 0
 
 

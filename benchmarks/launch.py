@@ -87,11 +87,7 @@ def make_rootfs() -> Path:
         sys.exit("launch.py: busybox-static is missing (apt-get install busybox-static)")
     if ROOT.exists():
         shutil.rmtree(ROOT)
-    # No /tmp: `sandbox run` mounts its tmpfs on a /tmp it creates in the
-    # overlay's upper layer; an existing root-owned /tmp in the lower folder
-    # makes its chmod to 1777 fail with EPERM (bug noted in docs/benchmarks.md).
-    # So no contender mounts a tmpfs on /tmp.
-    for d in ("bin", "dev", "proc", "sys", "etc", "root", "run"):
+    for d in ("bin", "dev", "proc", "sys", "tmp", "etc", "root", "run"):
         (ROOT / d).mkdir(parents=True, exist_ok=True)
     shutil.copy2(busybox, ROOT / "bin" / "busybox")
     for a in BUSYBOX_APPLETS:
@@ -101,6 +97,7 @@ def make_rootfs() -> Path:
     for p in [WORK, *ROOT.rglob("*"), ROOT]:
         if not p.is_symlink():
             os.chmod(p, 0o755 if p.is_dir() or p.name == "busybox" else 0o644)
+    os.chmod(ROOT / "tmp", 0o1777)
     return ROOT
 
 
@@ -196,6 +193,8 @@ def make_bundle(root: Path, seccomp_json: Path) -> Path:
              "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
             {"destination": "/sys", "type": "sysfs", "source": "sysfs",
              "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "nodev", "mode=1777", "size=64m"]},
         ],
         "linux": {
             "uidMappings": [{"containerID": 0, "hostID": 6000000, "size": 65536}],
@@ -225,7 +224,7 @@ def contenders(profile: str, root: Path, bundle: Path, bpf_path: Path) -> dict:
              "--unshare-uts", "--unshare-cgroup", "--uid", "0", "--gid", "0",
              "--cap-drop", "ALL", "--new-session", "--die-with-parent",
              "--ro-bind", str(root), "/", "--proc", "/proc", "--dev", "/dev",
-             "--seccomp", "3", "/bin/true"]
+             "--tmpfs", "/tmp", "--seccomp", "3", "/bin/true"]
     return {
         "sandbox": (lambda: [str(SANDBOX_CLI), "--root", state, "run", "--profile", profile,
                              "--rootfs", str(root), "--", "/bin/true"], False),

@@ -268,18 +268,21 @@ class Sandbox:
         # decided against it; Landlock rules that enforce the decision
         from .labels.alloc import allocate_level, labels_in_use
         from .labels.plan import apply_relabels, build_label_plan
-        lease = allocate_level(self.paths, profile.label.level, owner=sid)
-        try:
+        if reservations is None:
+            # --dry-run: show a level as it would be drawn; hold and create nothing
+            from .labels.model import Level
+            import random
+            level = profile.label.level
+            if level == "auto":
+                i, j = sorted(random.SystemRandom().sample(range(1024), 2))
+                level = f"s0:c{i},c{j}"
+            lp = build_label_plan(profile, Level.parse(level), self.volumes)
+        else:
+            lease = allocate_level(self.paths, profile.label.level, owner=sid)
+            reservations.append(lease)
             others = [h.level for h in labels_in_use(self.paths)]
             lp = build_label_plan(profile, lease.level, self.volumes, held_by_others=others)
-        except BaseException:
-            lease.release()
-            raise
-        if reservations is not None:
-            reservations.append(lease)
             apply_relabels(lp)
-        else:
-            lease.release()
         volume_ops = tuple(
             MountOp("bind", pv.request.target, pv.request.source, pv.grant.mode,
                     f"volume, label {pv.grant.label or 'none'}")

@@ -70,5 +70,5 @@ def where(request, busybox_root, probe):
     """Run on the host view (probe bound at /probe) or on the busybox root
     (probe at /bin/probe): a tuple of (CLI args, probe path inside)."""
     if request.param == "host":
-        return (["--volume", f"{probe.parent}:/probe:ro"], "/probe/probe")
+        return (["--volume", f"{probe.parent}:/probe:ro,z"], "/probe/probe")
     return (["--rootfs", str(busybox_root)], "/bin/probe")

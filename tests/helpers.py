@@ -26,7 +26,7 @@ IS_ROOT = os.geteuid() == 0
 
 #: While Landlock was not wired in, tests pointed the bundled names at
 #: patched copies here.  None: the real bundled profiles are tested.
-PROFILE_OVERRIDE_DIR: Path | None = Path("/var/tmp/sbprof")  # TEMPORARY
+PROFILE_OVERRIDE_DIR: Path | None = None
 
 
 def profile_name(name: str) -> str:
@@ -218,7 +218,7 @@ def runtime_leftovers(root: Path | str) -> list[str]:
     run = Path(root) / "run"
     if not run.is_dir():
         return []
-    return sorted(p.name for p in run.iterdir() if p.is_dir() and p.name != "idmap")
+    return sorted(p.name for p in run.iterdir() if p.is_dir() and p.name not in ("idmap", "labels"))
 
 
 def host_mounts_mentioning(text: str) -> list[str]:

@@ -4,6 +4,7 @@ Stable API, used by the launch runtime, trust and image code::
 
     from sandbox.audit import record_event
     seq = record_event(paths, "launch", {...})     # -> int, the sequence number
+    prepare(paths)      # optional: open the log early (overlap with child setup)
 
 and for tools: `AuditLog` (append, read, sign, verify), `verify_log`,
 `VerifyResult`, `load_controls`, `evaluate` and `Report`, `render`.
@@ -16,9 +17,9 @@ and the report machinery only when asked for.
 
 from __future__ import annotations
 
-from .log import HOT_KINDS, KINDS, AuditLog, Record, record_event
+from .log import HOT_KINDS, KINDS, AuditLog, Record, prepare, record_event
 
-__all__ = ["AuditLog", "HOT_KINDS", "KINDS", "Record", "record_event",
+__all__ = ["AuditLog", "HOT_KINDS", "KINDS", "Record", "prepare", "record_event",
            "VerifyResult", "verify_log", "Control", "load_controls",
            "Report", "ControlResult", "Evidence", "evaluate", "render",
            "parse_when"]

@@ -4,7 +4,7 @@ Files, all in the state folder (mode 0700; the files 0600):
 
 ==================  ==========================================================
 ``audit.db``        SQLite (WAL, ``synchronous=NORMAL``): table ``records``
-``audit.anchor``    the chain head, sealed and signed, replaced atomically
+``audit.anchor``    the chain head, sealed and signed (two alternating slots)
 ``audit.lock``      ``flock`` serialising writers (and anchor updates)
 ``audit-key[.pub]`` the host Ed25519 key pair (`sandbox.audit._keys`)
 ==================  ==========================================================
@@ -20,9 +20,9 @@ caught even where the chain around it was rebuilt. Triggers refuse UPDATE
 and DELETE, so the log is append-only by design (a tamperer can drop them;
 `sandbox.audit.verify` is what detects tampering).
 
-**Anchor.** After every append, still holding the lock, the writer replaces
-``audit.anchor`` (temporary file, then ``rename``) with the head ``(seq,
-hash)`` and its seal. Deleting the last record(s) leaves the database
+**Anchor.** After every append, still holding the lock, the writer updates
+``audit.anchor`` with the head ``(seq, hash)`` and its seal (two slots
+written alternately in place, see `ANCHOR_SLOT`). Deleting the last record(s) leaves the database
 shorter than the anchor: that is how truncation is detected.
 
 **Writers do not paper over damage.** Before appending, the writer checks
@@ -44,7 +44,9 @@ signature over a head, checkable with only the public key
    and never waiting on a payload);
 2. in batches on the hot path: when the signed head lags the real head by
    `SIGN_EVERY` records or is older than `SIGN_AFTER` seconds (one append
-   in 32 pays ~15 ms; the median pays nothing);
+   in 32 pays ~15 ms; the median pays nothing). The sealed anchor is
+   written first and the signature after, so a writer killed while signing
+   leaves the anchor current;
 3. after every fully successful local `verify`, and on ``audit export``
    and `AuditLog.sign` (a log shipped off the host is signed to its head).
 
@@ -63,11 +65,14 @@ lose the last commits; the anchor may then name records that are gone, and
 **Cost.** SQLite's default checkpoint-on-close would cost each
 ``sandbox run`` process about 20 ms of fsyncs; it is switched off
 (`_no_checkpoint_on_close`) and checkpoints run every `WAL_AUTOCHECKPOINT`
-pages instead. ``benchmarks/audit_cost.py`` measures the rest.
+pages instead. The anchor is written in place, not renamed (`ANCHOR_SLOT`).
+`prepare` opens the log ahead of the first record. ``benchmarks/
+audit_cost.py`` measures it all.
 
 **Concurrency.** Writers take ``audit.lock`` with ``flock(LOCK_EX)`` and then
-``BEGIN IMMEDIATE``; the lock also orders the anchor updates. Readers take
-no lock: they read the anchor first, then the database, so the anchor they
+``BEGIN IMMEDIATE``; the lock also orders the anchor updates. Readers hold
+the lock shared only while reading the anchor, which they read first, then
+the database, so the anchor they
 hold never names a record they cannot see.
 """
 
@@ -170,6 +175,60 @@ def _no_checkpoint_on_close(con, path: Path) -> bool:
         return rc == 0 and out.value == 1
     except (OSError, AttributeError, ValueError):
         return False
+
+
+#: The anchor file holds two slots of this many bytes. Each update writes
+#: the *other* slot in place (``pwrite``), with a generation one higher;
+#: readers take the higher generation. Why not a temporary file and
+#: ``rename``: on ext4 a rename must join the file system journal, and
+#: behind other processes' fsyncs it waits milliseconds (9% of updates over
+#: 2 ms, measured under load), while an in-place write of an allocated block
+#: costs microseconds. A slot write is one ``pwrite`` within one page: a
+#: killed writer cannot leave it half done, and the slot it did not touch
+#: still holds the previous head.
+ANCHOR_SLOT = 2048
+
+
+def make_anchor(key: bytes, seq: int, h: str, gen: int, signed) -> dict:
+    """One anchor slot: the head ``(seq, hash)``, its generation, its seal
+    (keyed BLAKE2b over seq, hash and generation) and the signed head."""
+    return {"v": ANCHOR_VERSION, "seq": seq, "hash": h, "gen": gen, "time": utc_now(),
+            "seal": _keys.seal(key, b"anchor", canonical({"seq": seq, "hash": h, "gen": gen})),
+            "signed": signed}
+
+
+def anchor_seal_ok(key: bytes, doc: dict) -> bool:
+    """True when the slot ``doc`` carries a valid seal under ``key``."""
+    try:
+        msg = canonical({"seq": int(doc["seq"]), "hash": str(doc["hash"]),
+                         "gen": int(doc["gen"])})
+    except (KeyError, TypeError, ValueError):
+        return False
+    return doc.get("seal") == _keys.seal(key, b"anchor", msg)
+
+
+def pack_anchor_slot(doc: dict) -> bytes:
+    data = canonical(doc) + b"\n"
+    if len(data) > ANCHOR_SLOT:
+        raise ValueError("anchor slot overflow")
+    return data.ljust(ANCHOR_SLOT, b" ")
+
+
+def unpack_anchor(raw: bytes) -> list[dict]:
+    """The two slots of an anchor file; ``ValueError`` when damaged."""
+    import json
+    if len(raw) != 2 * ANCHOR_SLOT:
+        raise ValueError(f"the anchor has {len(raw)} bytes, not {2 * ANCHOR_SLOT}")
+    slots = []
+    for i in (0, 1):
+        doc = json.loads(raw[i * ANCHOR_SLOT:(i + 1) * ANCHOR_SLOT].decode("utf-8"))
+        if not isinstance(doc, dict) or not isinstance(doc.get("gen"), int) \
+                or doc["gen"] % 2 != i:
+            raise ValueError(f"anchor slot {i} is not valid")
+        slots.append(doc)
+    if abs(slots[0]["gen"] - slots[1]["gen"]) != 1:
+        raise ValueError("the anchor slots are out of step")
+    return slots
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,7 +373,7 @@ class AuditLog:
             # an anchor (which is what deleting the anchor looks like).
             key = _keys.mac_key(self.state)
             if key is not None and not self.anchor_path.exists():
-                self._write_anchor(key, 0, GENESIS, None)
+                self._create_anchor(key, 0, GENESIS, None)
         self._ready = True
         return con
 
@@ -362,7 +421,7 @@ class AuditLog:
             if key is None:
                 raise PermissionError(13, "the audit key is not readable", str(self.key_path))
             try:
-                anchor, anchor_err = self.read_anchor(), None
+                anchor, anchor_err = self.read_anchor(locked=True), None
             except (ValueError, UnicodeDecodeError) as e:
                 anchor, anchor_err = None, f"the anchor is not readable ({e})"
             con.execute("BEGIN IMMEDIATE")
@@ -422,8 +481,7 @@ class AuditLog:
                 a_seq, a_hash = int(anchor["seq"]), str(anchor["hash"])
             except (KeyError, TypeError, ValueError):
                 a_seq, a_hash = -1, ""
-            if a_seq < 0 or anchor.get("seal") != _keys.seal(
-                    key, b"anchor", canonical({"seq": a_seq, "hash": a_hash})):
+            if a_seq < 0 or not anchor_seal_ok(key, anchor):
                 reason = "the anchor's seal does not match the audit key"
             elif a_seq == h_seq and a_hash == h_hash:
                 return None          # the normal case
@@ -471,14 +529,36 @@ class AuditLog:
         return signed
 
     def _write_anchor(self, key: bytes, seq: int, h: str, signed) -> None:
-        doc = {"v": ANCHOR_VERSION, "seq": seq, "hash": h, "time": utc_now(),
-               "seal": _keys.seal(key, b"anchor", canonical({"seq": seq, "hash": h})),
-               "signed": signed}
-        # Only the lock holder writes, so a fixed temporary name is safe.
+        """Write the anchor's next slot in place (see `ANCHOR_SLOT`). Only
+        the lock holder writes. A missing or damaged file (the writer has
+        already recorded that as a gap) is replaced whole."""
+        fd = None
+        try:
+            fd = os.open(self.anchor_path, os.O_RDWR | os.O_CLOEXEC)
+            slots = unpack_anchor(os.pread(fd, 2 * ANCHOR_SLOT + 1, 0))
+            gen = max(d["gen"] for d in slots) + 1
+        except (OSError, ValueError):
+            if fd is not None:
+                os.close(fd)
+            fd = None
+        if fd is None:
+            self._create_anchor(key, seq, h, signed)
+            return
+        try:
+            doc = make_anchor(key, seq, h, gen, signed)
+            os.pwrite(fd, pack_anchor_slot(doc), (gen % 2) * ANCHOR_SLOT)
+        finally:
+            os.close(fd)
+
+    def _create_anchor(self, key: bytes, seq: int, h: str, signed) -> None:
+        # Both slots hold the same head (generations 0 and 1); the file is
+        # made beside and renamed into place, so it appears whole.
+        data = (pack_anchor_slot(make_anchor(key, seq, h, 0, signed)) +
+                pack_anchor_slot(make_anchor(key, seq, h, 1, signed)))
         tmp = self.anchor_path.with_name(ANCHOR_NAME + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, canonical(doc) + b"\n")
+            os.write(fd, data)
         finally:
             os.close(fd)
         os.replace(tmp, self.anchor_path)
@@ -505,7 +585,10 @@ class AuditLog:
                 got = con.execute("SELECT hash FROM records WHERE seq=?", (seq,)).fetchone()
                 if got is None or got[0] != h:
                     raise ValueError(f"record {seq} is not the one that was verified")
-            anchor = self.read_anchor() or {}
+            try:
+                anchor = self.read_anchor(locked=True) or {}
+            except ValueError:
+                anchor = {}
             signed = anchor.get("signed")
             if not (isinstance(signed, dict) and signed.get("seq") == seq
                     and signed.get("hash") == h):
@@ -519,18 +602,30 @@ class AuditLog:
 
     # -- reading ---------------------------------------------------------
 
-    def read_anchor(self) -> dict | None:
-        """The anchor file as a dict, None when absent; ``ValueError`` when
-        it is not valid JSON."""
+    def read_anchor(self, *, locked: bool = False) -> dict | None:
+        """The anchor's current slot (the higher generation) as a dict; None
+        when the file is absent; ``ValueError`` when it is damaged (wrong
+        size, a slot that is not a JSON object, generations out of step).
+        Takes the writers' lock shared for the read unless ``locked`` (the
+        caller holds it), so a slot being rewritten is never seen half-way."""
+        lock = None
+        if not locked:
+            try:
+                lock = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                lock = None
+            if lock is not None:
+                import fcntl
+                fcntl.flock(lock, fcntl.LOCK_SH)
         try:
             raw = self.anchor_path.read_bytes()
         except FileNotFoundError:
             return None
-        import json
-        doc = json.loads(raw.decode("utf-8"))
-        if not isinstance(doc, dict):
-            raise ValueError("the anchor is not a JSON object")
-        return doc
+        finally:
+            if lock is not None:
+                os.close(lock)
+        slots = unpack_anchor(raw)
+        return max(slots, key=lambda d: d["gen"])
 
     def head(self) -> tuple[int, str]:
         """``(seq, hash)`` of the last record in the database; ``(0, GENESIS)``
@@ -611,6 +706,39 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def prepare(paths) -> AuditLog:
+    """Open the audit log of ``paths`` for this process ahead of its first
+    record, and return it: imports `sqlite3` (~2 ms, the largest part of a
+    first record), makes the key and database on first use, opens the
+    connection and checks the schema. Optional; `record_event` does the same
+    on its first call.
+
+    The launch runtime calls it in the parent while the child sets itself up
+    (after the fork: the parent's wait for the child's "ready" overlaps it),
+    so the records written later cost only their appends (~0.2 ms each).
+    Raises `SetupError` when the log cannot be opened for writing.
+    """
+    state = str(getattr(paths, "state", paths))
+    log = _open.get(state)
+    if log is None:
+        log = _open[state] = AuditLog(paths)
+    try:
+        lock = log._lock()
+        try:
+            log._prepare()
+        finally:
+            os.close(lock)
+    except Exception as e:
+        import sqlite3
+        if isinstance(e, (OSError, sqlite3.Error)):
+            from ..errors import SetupError
+            raise SetupError(f"cannot open the audit log {log.db_path}: {e}",
+                             step="audit record",
+                             hint="check that the state folder is writable by this user") from e
+        raise
+    return log
+
+
 def record_event(paths, kind: str, data: dict) -> int:
     """Append one event to the audit log of ``paths`` (a `Paths`); return its
     sequence number (1, 2, ...).
@@ -619,10 +747,15 @@ def record_event(paths, kind: str, data: dict) -> int:
     ``trust.remove``, ``image.import``, ``image.remove``,
     ``insecure-option`` (or another ``[a-z][a-z0-9.-]*`` name). ``data``: a
     JSON-able dict; for ``launch``, ``exit`` and ``refusal`` the shapes in
-    `sandbox.audit.report`. Costs well under a millisecond per call after
-    the first in a process (one SQLite transaction, no fsync, a seal and an
-    anchor rename); see the module docstring for when it also signs.
-    Raises `UsageError` (bad kind or data) or `SetupError` (cannot write).
+    `sandbox.audit.report`.
+
+    Cost (``benchmarks/audit_cost.py``): ~0.2-0.3 ms per call once the log
+    is open in this process (one SQLite transaction without fsync, two
+    seals, one in-place anchor write); the first call in a process also
+    imports `sqlite3` and opens the log (~3 ms): call `prepare` early to
+    take that off the critical path. One call in `SIGN_EVERY` also signs
+    (~15 ms). Raises `UsageError` (bad kind or data) or `SetupError`
+    (cannot write).
     """
     state = str(getattr(paths, "state", paths))
     log = _open.get(state)

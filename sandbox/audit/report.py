@@ -141,7 +141,7 @@ class Report:
 class LogContext:
     """What log checks see: the period's records, all records, the chain."""
 
-    records: list
+    records: list | None             # None: the log was not read
     all_records: list
     verification: object = None
     extra: dict = field(default_factory=dict)
@@ -187,6 +187,9 @@ def _judge_subjects(control: Control, subjects: list[Subject]) -> ControlResult:
     evidence: list[Evidence] = []
     na: list[Evidence] = []
     checked = 0
+    if subjects and not any(s.kind in control.applies_to for s in subjects):
+        na.append(Evidence(NA, "-", f"judged on {' and '.join(control.applies_to)} "
+                                    "subjects only; none in this report"))
     for s in subjects:
         if s.kind not in control.applies_to:
             continue
@@ -213,6 +216,8 @@ def _aggregate(control, evidence, na, checked) -> ControlResult:
 
 
 def _judge_log(control: Control, ctx: LogContext) -> ControlResult:
+    if ctx.records is None:
+        return ControlResult(control, NA, (Evidence(NA, "audit log", "the log was not read"),))
     spec = REGISTRY[control.check]
     findings = spec.fn(ctx, **control.param_dict())
     evidence = [Evidence(f.status, f.subject, f.message, f.seq, f.sandbox_id)
@@ -227,12 +232,16 @@ def evaluate(controls: list[Control], *, records: list, all_records: list | None
              since: str | None = None) -> Report:
     """Judge ``controls``.
 
-    ``records``: the period's `Record` values (all kinds, in order);
-    ``all_records``: the whole log (for checks that look past the period;
-    default ``records``); ``profiles``: resolved `Profile` values;
-    ``verification``: the log's `VerifyResult`. Pure: reads nothing.
+    ``records``: the period's `Record` values (all kinds, in order), or
+    None when the log is not judged at all (profiles only: log controls are
+    then not applicable); ``all_records``: the whole log (for checks that
+    look past the period; default ``records``); ``profiles``: resolved
+    `Profile` values; ``verification``: the log's `VerifyResult`. Pure:
+    reads nothing.
     """
     from ._canon import utc_now
+    log_read = records is not None
+    records = records if records is not None else []
     all_records = records if all_records is None else all_records
     subjects = [Subject("launch", f"record {r.seq}", r.data, r.seq, r.sandbox_id, r.time)
                 for r in records if r.kind == "launch"]
@@ -240,7 +249,7 @@ def evaluate(controls: list[Control], *, records: list, all_records: list | None
     for p in profiles or ():
         subjects.append(Subject("profile", f"profile {p.name}", profile_view(p)))
         names.append(p.name)
-    ctx = LogContext(list(records), list(all_records), verification)
+    ctx = LogContext(list(records) if log_read else None, list(all_records), verification)
     results = []
     for c in controls:
         if c.scope == "log":

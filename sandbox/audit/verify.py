@@ -132,7 +132,7 @@ def verify_log(log, public_key: str | Path | None = None, *,
     import sqlite3
 
     from ..errors import NotFound
-    from .log import GAP_KIND, anchor_message, parse_body
+    from .log import GAP_KIND, anchor_message, anchor_seal_ok, parse_body
 
     explicit = public_key is not None
     pub_raw = None
@@ -148,7 +148,7 @@ def verify_log(log, public_key: str | Path | None = None, *,
     try:
         anchor = log.read_anchor()
     except (ValueError, UnicodeDecodeError) as e:
-        return _fail(0, 0, None, f"the anchor {log.anchor_path} is not readable JSON ({e})")
+        return _fail(0, 0, None, f"the anchor {log.anchor_path} is damaged ({e})")
 
     # Step 2: the chain.
     hashes: dict[int, str] = {}
@@ -205,8 +205,7 @@ def verify_log(log, public_key: str | Path | None = None, *,
         a_seq, a_hash = int(anchor["seq"]), str(anchor["hash"])
     except (KeyError, TypeError, ValueError):
         return _fail(n_rows, head, None, "the anchor has no valid head")
-    if mac_key is not None and anchor.get("seal") != _keys.seal(
-            mac_key, b"anchor", canonical({"seq": a_seq, "hash": a_hash})):
+    if mac_key is not None and not anchor_seal_ok(mac_key, anchor):
         return _fail(n_rows, head, None, "the anchor's seal does not match this host's audit key")
     if a_seq > head:
         missing = f"{head + 1}" if a_seq == head + 1 else f"{head + 1}..{a_seq}"

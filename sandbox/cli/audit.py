@@ -150,7 +150,7 @@ def report_cmd(ctx, since, profiles, fmt, fail_on, extra, no_records, output):
     since_t = parse_when(since) if since else None
     resolved = [load(p, user_dir=ctx.obj.paths.user_profiles) for p in profiles]
     if no_records:
-        rep = evaluate(controls, records=[], profiles=resolved, since=since_t)
+        rep = evaluate(controls, records=None, profiles=resolved, since=since_t)
     else:
         rep = build_report(_log(ctx), controls=controls, since=since_t, profiles=resolved)
     _write(render(rep, fmt), output)

@@ -152,6 +152,12 @@ class LaunchPlan:
         for k in ("sandbox_id", "name"):
             d.pop(k)
         d["root"].pop("base")
+        if d["cgroup"]:       # cgroup folders are named after the sandbox id
+            d["cgroup"] = json.loads(json.dumps(d["cgroup"]).replace(self.sandbox_id, "<id>"))
+        if d["label"]:        # the MCS level is drawn per launch; keep user:role:type
+            d["label"] = ":".join(d["label"].split(":")[:3])
+        for m in d["mounts"]:
+            m.pop("why", None)    # commentary, which may name the per-launch level
         blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
         return "sha256:" + hashlib.sha256(blob).hexdigest()
 

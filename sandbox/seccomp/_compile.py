@@ -36,9 +36,7 @@ import ctypes
 import errno as _errno
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from sandbox.errors import HostSupportError, ProfileError
 
@@ -121,8 +119,7 @@ def parse_action(text: str) -> tuple[str, int | None]:
     if ":" in t:
         t, errno_part = t.split(":", 1)
     act = _SIMPLE.get(t.lower(), t.upper() if t.upper().startswith("SCMP_ACT_") else None)
-    from sandbox.seccomp._parse import ACTIONS
-    if act not in ACTIONS or act == "SCMP_ACT_NOTIFY" or act == "SCMP_ACT_TRACE":
+    if act not in _TEXT:            # NOTIFY and TRACE make no sense as a default here
         fail(f"unknown or unsupported seccomp action {text!r}")
     if errno_part is None:
         return act, None
@@ -144,7 +141,7 @@ def _action_text(act: str, num: int | None) -> str:
 
 def compile_filter(json_path: str, *, capabilities: frozenset[str],
                    default_action: str | None = None, other_abis: str = "same",
-                   cache_dir: Path | None = None) -> CompiledFilter:
+                   cache_dir: os.PathLike | str | None = None) -> CompiledFilter:
     """Compile the OCI/Docker seccomp JSON at ``json_path`` to BPF for this host.
 
     ``capabilities`` are the ``CAP_*`` names the payload keeps (for
@@ -154,7 +151,8 @@ def compile_filter(json_path: str, *, capabilities: frozenset[str],
     ``cache_dir/<key>.bpf`` (plus a ``.meta`` line file) where the key is a
     sha256 over the JSON bytes, the sorted capabilities, the override,
     ``other_abis``, the machine, libseccomp's version and the kernel
-    release; a hit neither parses the JSON nor imports pyseccomp.
+    release; a hit neither parses the JSON nor imports pyseccomp (nor
+    pathlib, tempfile or json: they are imported only on a miss).
 
     Raises `ProfileError` for an unreadable or invalid file or argument,
     `HostSupportError` when libseccomp or pyseccomp is missing. Loads nothing.
@@ -179,7 +177,7 @@ def compile_filter(json_path: str, *, capabilities: frozenset[str],
             _CACHE_FORMAT, data, ",".join(sorted(caps)).encode(),
             (default_action or "").encode(), other_abis.encode(), uname.machine.encode(),
             libseccomp_version().encode(), uname.release.encode()])).hexdigest()
-        hit = _cache_read(Path(cache_dir), key)
+        hit = _cache_read(os.fspath(cache_dir), key)
         if hit is not None:
             bpf, meta = hit
             return CompiledFilter(
@@ -204,7 +202,7 @@ def compile_filter(json_path: str, *, capabilities: frozenset[str],
         instructions=len(bpf) // 8, default_action=_action_text(*default), rules=nrules,
         other_abis=other_abis, flags=profile.flags)
     if key is not None:
-        _cache_write(Path(cache_dir), key, result)
+        _cache_write(os.fspath(cache_dir), key, result)
     return result
 
 
@@ -397,11 +395,26 @@ def _export(filt, method: str) -> bytes:
 _META = ("architectures", "skipped", "default_action", "rules", "flags")
 
 
-def _cache_read(cache_dir: Path, key: str):
-    """(bpf, meta) or None. A missing, partial or corrupt entry is a miss."""
+def _private(cache_dir: str) -> bool:
+    """The cache folder belongs to us and nobody else can write to it: a BPF
+    planted there would be loaded as the sandbox's filter."""
     try:
-        bpf = (cache_dir / f"{key}.bpf").read_bytes()
-        text = (cache_dir / f"{key}.meta").read_text()
+        st = os.stat(cache_dir)
+    except OSError:
+        return False
+    return st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
+def _cache_read(cache_dir: str, key: str):
+    """(bpf, meta) or None. A missing, partial or corrupt entry is a miss, and
+    so is every entry of a folder others can write to (see `_private`)."""
+    if not _private(cache_dir):
+        return None
+    try:
+        with open(os.path.join(cache_dir, f"{key}.bpf"), "rb") as f:
+            bpf = f.read()
+        with open(os.path.join(cache_dir, f"{key}.meta"), encoding="utf-8") as f:
+            text = f.read()
     except (OSError, UnicodeDecodeError):
         return None
     if not bpf or len(bpf) % 8 or len(bpf) // 8 > _MAX_INSNS:
@@ -417,7 +430,7 @@ def _cache_read(cache_dir: Path, key: str):
     return bpf, meta
 
 
-def _cache_write(cache_dir: Path, key: str, c: CompiledFilter) -> None:
+def _cache_write(cache_dir: str, key: str, c: CompiledFilter) -> None:
     """Write the entry atomically: meta first, then the BPF, each through a
     temporary file in the same folder and os.replace, so a reader sees a
     whole entry or a miss. A cache that cannot be written is not an error."""
@@ -425,14 +438,17 @@ def _cache_write(cache_dir: Path, key: str, c: CompiledFilter) -> None:
         ("architectures", ",".join(c.architectures)), ("skipped", ",".join(c.skipped)),
         ("default_action", c.default_action), ("rules", str(c.rules)),
         ("flags", ",".join(c.flags))))
+    import tempfile
     try:
-        cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+        if not _private(cache_dir):
+            return
         for name, blob in ((f"{key}.meta", meta.encode()), (f"{key}.bpf", c.bpf)):
             fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".tmp-")
             try:
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(blob)
-                os.replace(tmp, cache_dir / name)
+                os.replace(tmp, os.path.join(cache_dir, name))
             except BaseException:
                 os.unlink(tmp)
                 raise

@@ -153,7 +153,7 @@ def parse_profile(data: bytes, source: str) -> SeccompProfile:
         v = obj.get(key, default)
         if v is None:
             return default
-        ok = isinstance(v, kind) and not (kind in (int, (int,)) and isinstance(v, bool))
+        ok = isinstance(v, kind) and not (kind is int and isinstance(v, bool))
         if not ok:
             names = {str: "a string", int: "an integer", list: "a list", dict: "an object"}
             fail(where, f"expected {names.get(kind, kind)}, got {type(v).__name__}")

@@ -158,10 +158,17 @@ def test_inserting_a_forged_record_is_detected(paths, after):
     assert not r.ok and r.first_bad == after + 1
 
 
+def _checkpoint(paths):
+    con = sqlite3.connect(paths.state / "audit.db")
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    wal = paths.state / "audit.db-wal"
+    assert not wal.exists() or wal.stat().st_size == 0
+
+
 def test_truncating_the_database_file_is_detected(paths):
+    _checkpoint(paths)   # every record in the main file, as after a checkpoint
     db = paths.state / "audit.db"
-    assert not (paths.state / "audit.db-wal").exists() or \
-        (paths.state / "audit.db-wal").stat().st_size == 0
     size = db.stat().st_size
     with open(db, "r+b") as f:
         f.truncate(size // 2)
@@ -171,7 +178,20 @@ def test_truncating_the_database_file_is_detected(paths):
     assert r.head < N
 
 
+@pytest.mark.parametrize("keep", [0, 0.5])
+def test_truncating_the_write_ahead_log_is_detected(paths, keep):
+    # Records not yet checkpointed live in audit.db-wal: cutting it loses them.
+    wal = paths.state / "audit.db-wal"
+    size = wal.stat().st_size
+    assert size > 0
+    with open(wal, "r+b") as f:
+        f.truncate(int(size * keep))
+    r = _verify(paths)
+    assert not r.ok and r.first_bad is not None and r.first_bad <= N
+
+
 def test_truncating_the_database_to_nothing_is_detected(paths):
+    _checkpoint(paths)
     with open(paths.state / "audit.db", "r+b") as f:
         f.truncate(0)
     r = _verify(paths)
@@ -188,11 +208,22 @@ def test_removing_the_database_is_detected(paths):
     assert not r.ok and r.first_bad == 1
 
 
+def _edit_anchor(paths, change):
+    """Apply ``change`` to the current slot of the anchor, in place."""
+    path = paths.state / "audit.anchor"
+    raw = bytearray(path.read_bytes())
+    slots = audit_log.unpack_anchor(bytes(raw))
+    doc = max(slots, key=lambda d: d["gen"])
+    change(doc)
+    off = (doc["gen"] % 2) * audit_log.ANCHOR_SLOT
+    raw[off:off + audit_log.ANCHOR_SLOT] = audit_log.pack_anchor_slot(doc)
+    path.write_bytes(bytes(raw))
+
+
 def test_a_forged_anchor_signature_is_detected(paths):
-    import json
-    a = json.loads((paths.state / "audit.anchor").read_bytes())
-    a["signed"]["sig"] = "00" + a["signed"]["sig"][2:]
-    (paths.state / "audit.anchor").write_bytes(canonical(a))
+    def forge(a):
+        a["signed"]["sig"] = "00" + a["signed"]["sig"][2:]
+    _edit_anchor(paths, forge)
     r = _verify(paths, sign_head=False)
     assert not r.ok and "signature" in r.reason
 
@@ -263,9 +294,8 @@ def test_deleting_the_last_record_is_not_hidden_by_the_next_launch(paths):
     _close_all()
 
 
-@pytest.mark.parametrize("damage", ["remove", "garble", "reseal"])
+@pytest.mark.parametrize("damage", ["remove", "garble", "reseal", "replay"])
 def test_a_removed_or_forged_anchor_is_recorded_by_the_next_writer(paths, damage):
-    import json
     anchor = paths.state / "audit.anchor"
     con = _db(paths)
     con.execute("DELETE FROM records WHERE seq>?", (N - 2,))
@@ -274,12 +304,18 @@ def test_a_removed_or_forged_anchor_is_recorded_by_the_next_writer(paths, damage
         anchor.unlink()
     elif damage == "garble":
         anchor.write_bytes(b"{not json")
+    elif damage == "replay":   # both slots set to one older generation
+        raw = anchor.read_bytes()
+        half = audit_log.ANCHOR_SLOT
+        anchor.write_bytes(raw[:half] + raw[:half])
     else:  # point the anchor at the new head, without the key for its seal
-        a = json.loads(anchor.read_bytes())
         log = AuditLog(paths)
-        a["seq"], a["hash"] = log.head()
+        head = log.head()
         log.close()
-        anchor.write_bytes(canonical(a))
+
+        def repoint(a):
+            a["seq"], a["hash"] = head
+        _edit_anchor(paths, repoint)
     record_event(paths, "exit", samples.exit_("sb-next"))
     r = _verify(paths)
     assert not r.ok and r.first_bad == N - 1

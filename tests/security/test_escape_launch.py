@@ -160,7 +160,7 @@ def test_write_proc_sys_kernel_hostname_is_refused(sroot, where):
 
 def test_write_under_host_usr_fails_with_erofs(sroot, probe):
     r = run_sandbox(sroot, "run", "--profile", profile_name("default"),
-                    "--volume", f"{probe.parent}:/probe:ro", "--",
+                    "--volume", f"{probe.parent}:/probe:ro,z", "--",
                     "/probe/probe", "openw", "/usr/sandbox-escape-test")
     v = parse_probe(r.stdout)["openw"]
     assert v == {"ret": -1, "errno": errno.EROFS}, v
