@@ -114,6 +114,7 @@ class Sandbox:
         self.verification = None     # the last launch's image Verification, if any
         self.image_record = None
         self.label_plan = None
+        self.profile = None
         for opt in self.insecure_options:
             if opt not in ("image",):
                 raise UsageError(f"unknown insecure option {opt!r}", hint="the only one is 'image'")
@@ -294,6 +295,7 @@ class Sandbox:
         elif profile.landlock.enabled:
             missing.append("landlock")
         self.label_plan = lp
+        self.profile = profile
         return LaunchPlan(
             sandbox_id=sid, name=self.name, profile=profile.name,
             profile_digest=profile.digest(), argv=tuple(argv), env=profile.process.env,
@@ -316,15 +318,125 @@ class Sandbox:
         Returns a `RunResult`. Raises a `sandbox.errors.SandboxError`
         subclass when the sandbox is refused or cannot be set up (nothing is
         left behind), `CommandNotFound`/`CommandNotExecutable` for the
-        command.
+        command. With ``audit`` on (the default) the launch (with the
+        payload's effective kernel state), its exit, any refusal and any
+        insecure option are recorded in the audit log (DESIGN §6).
         """
+        from .errors import SandboxError
         from .runtime.spawn import launch
         reservations: list = []
+        sid = os.urandom(6).hex()
+        log = {}
         try:
-            plan = self.plan(argv, reservations=reservations)
-            res = launch(plan)
+            try:
+                plan = self.plan(argv, sandbox_id=sid, reservations=reservations)
+            except SandboxError as e:
+                self._record("refusal", _refusal(sid, e, self))
+                raise
+            for opt in plan.insecure_options:
+                self._record("insecure-option", {"sandbox_id": sid, "option": opt,
+                                                 "image": self._image_dict()})
+
+            def prepare():
+                # open the audit log while the child sets up (overlaps ~4 ms)
+                if self.audit:
+                    from . import audit
+                    log["log"] = audit.prepare(self.paths)
+
+            def started(effective, pid):
+                self._record("launch", self._launch_record(plan, effective), log.get("log"))
+
+            try:
+                res = launch(plan, on_forked=prepare, on_started=started)
+            except SandboxError as e:
+                self._record("refusal", _refusal(sid, e, self, stage="setup"), log.get("log"))
+                raise
+            self._record("exit", {"sandbox_id": sid, "status": res.status, "signal": res.signal,
+                                  "duration_ms": round(res.duration_ms, 3)}, log.get("log"))
             return RunResult(res.sandbox_id, res.status, res.signal, res.duration_ms,
                              plan.digest(), res.effective, res.missing)
         finally:
             for r in reservations:
                 r.release()
+
+    # -- audit -----------------------------------------------------------------
+    def _record(self, kind: str, data: dict, log=None) -> None:
+        if not self.audit:
+            return
+        if log is not None:
+            log.append(kind, data)
+        else:
+            from .audit import record_event
+            record_event(self.paths, kind, data)
+
+    def _image_dict(self) -> dict | None:
+        rec = self.image_record
+        if rec is None:
+            return None if self.image is None else {"ref": self.image, "digest": None,
+                                                    "verification": None}
+        v = self.verification
+        return {"ref": rec.name or self.image, "digest": rec.digest,
+                "verification": None if v is None else {
+                    "fingerprint": v.primary or v.signer, "signer": v.signer,
+                    "prefix": v.entry, "format": v.format,
+                    "key_expires": v.key_expires.isoformat() if v.key_expires else None,
+                    "signed_at": v.signed_at.isoformat() if v.signed_at else None}}
+
+    def _launch_record(self, plan: LaunchPlan, effective: dict | None) -> dict:
+        import pwd
+        p = self.profile
+        try:
+            uname = pwd.getpwuid(os.getuid()).pw_name
+        except KeyError:
+            uname = str(os.getuid())
+        lp = self.label_plan
+        return {
+            "sandbox_id": plan.sandbox_id, "name": plan.name,
+            "user": {"uid": os.getuid(), "name": uname},
+            "command": list(plan.argv),
+            "profile": {"name": p.name, "digest": p.digest(), "source": p.source,
+                        "unconfined": p.unconfined},
+            "plan_digest": plan.digest(),
+            "root": {"kind": "image" if plan.root_kind == "layers" else plan.root_kind,
+                     "path": self.rootfs},
+            "image": self._image_dict(),
+            "insecure_options": list(plan.insecure_options),
+            "namespaces": {n: n in plan.namespaces for n in
+                           ("user", "mount", "pid", "net", "uts", "ipc", "cgroup")},
+            "capabilities": list(plan.capabilities),
+            "seccomp": {"enabled": plan.seccomp is not None,
+                        "default_action": plan.seccomp.default_action if plan.seccomp else None,
+                        "digest": plan.seccomp.digest if plan.seccomp else None},
+            "no_new_privs": plan.no_new_privs,
+            "read_only_root": p.filesystem.read_only_root,
+            "volumes": [{"source": pv.request.source, "target": pv.target,
+                         "mode": pv.grant.mode,
+                         "label": str(pv.grant.label) if pv.grant.label else None}
+                        for pv in (lp.volumes if lp else ())],
+            "network": {"mode": plan.network},
+            "limits": {"memory": p.limits.memory, "pids": p.limits.pids,
+                       "nofile": p.limits.nofile},
+            "label": plan.label,
+            "landlock": {"enabled": bool(plan.landlock_abi and plan.landlock),
+                         "abi": plan.landlock_abi or None},
+            "missing": list(plan.missing),
+            "effective": effective,
+        }
+
+
+def _refusal(sid: str, err, box: "Sandbox", stage: str | None = None) -> dict:
+    """The audit data of a refused launch; ``stage`` from the error's kind."""
+    from .errors import (HostSupportError, NotFound, ProfileError, UsageError,
+                         VerificationError)
+    if stage is None:
+        stage = ("verification" if isinstance(err, VerificationError) else
+                 "profile" if isinstance(err, NotFound) and box.profile is None else
+                 "label" if getattr(err, "step", None) == "label" else
+                 "profile" if isinstance(err, ProfileError) else
+                 "host-support" if isinstance(err, HostSupportError) else
+                 "usage" if isinstance(err, UsageError) else "setup")
+    return {"sandbox_id": sid, "stage": stage,
+            "reason": getattr(err, "reason", None) or type(err).__name__,
+            "error": err.message, "image": box._image_dict(),
+            "profile": {"name": box.profile.name if box.profile else box.profile_ref},
+            "command": None}

@@ -1,9 +1,11 @@
-"""The `sandbox` command: a thin layer of click over the library.
+"""The `sandbox` command: a thin layer over the library.
 
-Subcommands live in their own modules and are imported only when invoked,
-so ``sandbox run`` pays for nothing but the launch path. Every
-`SandboxError` is caught here, once, and printed as one or two plain lines;
-``--debug`` shows the traceback instead.
+Subcommands live in their own modules and are imported only when invoked.
+``sandbox run`` in its common forms is parsed without click at all
+(`_run_fast`), so a launch pays for nothing but the launch path; help,
+errors and every other command go through the click application in
+`_app`. Every `SandboxError` is caught here, once, and printed as one or
+two plain lines; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -11,82 +13,12 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 
-#: command name -> "module:attribute"; a module that does not exist yet is
-#: simply not offered.
-COMMANDS = {
-    "run": "sandbox.cli.run:run",
-    "profile": "sandbox.cli.profile:profile",
-    "image": "sandbox.cli.image:image",
-    "trust": "sandbox.cli.trust:trust",
-    "audit": "sandbox.cli.audit:audit",
-    "label": "sandbox.cli.label:label",
-    "ps": "sandbox.cli.lifecycle:ps",
-    "status": "sandbox.cli.lifecycle:status",
-    "stop": "sandbox.cli.lifecycle:stop",
-    "enter": "sandbox.cli.lifecycle:enter",
-    "logs": "sandbox.cli.lifecycle:logs",
-    "rm": "sandbox.cli.lifecycle:rm",
-    "gc": "sandbox.cli.lifecycle:gc",
-}
-
-
-class _LazyGroup(click.Group):
-    def list_commands(self, ctx):
-        return [n for n in COMMANDS if self._spec_exists(n)]
-
-    @staticmethod
-    def _spec_exists(name):
-        import importlib.util
-        module = COMMANDS[name].split(":")[0]
-        try:
-            return importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError:
-            return False
-
-    def get_command(self, ctx, name):
-        spec = COMMANDS.get(name)
-        if spec is None:
-            return None
-        module, attr = spec.split(":")
-        import importlib
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name == module:
-                return None
-            raise
-        return getattr(mod, attr, None)
-
-
-class Context:
-    """What every subcommand gets: the folders and the debug switch."""
-
-    def __init__(self, root: str | None, debug: bool):
-        from ..paths import Paths
-        self.paths = Paths.resolve(root)
-        self.root = root
-        self.debug = debug
-
-
-@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--root", envvar="SANDBOX_ROOT", metavar="DIR",
-              help="Keep config, state and runtime folders under DIR (env SANDBOX_ROOT).")
-@click.option("--debug", is_flag=True, envvar="SANDBOX_DEBUG",
-              help="Show tracebacks instead of one-line errors.")
-@click.version_option(package_name="sandbox", prog_name="sandbox")
-@click.pass_context
-def cli(ctx, root, debug):
-    """Run programs and container images in a locked-down Linux sandbox.
-
-    \b
-    sandbox run -- python3 x.py          the host's programs, read-only, confined
-    sandbox run --rootfs DIR -- sh       a root file system of your own
-    sandbox run example.com/app          a verified image from the local store
-    sandbox profile list                 the profiles a run can use
-    """
-    ctx.obj = Context(root, debug)
+def __getattr__(name):
+    if name in ("cli", "Context", "COMMANDS"):
+        from . import _app
+        return getattr(_app, name)
+    raise AttributeError(f"module 'sandbox.cli' has no attribute {name!r}")
 
 
 def _subcommand(argv: list[str]) -> str | None:
@@ -106,15 +38,25 @@ def main(argv=None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or bool(os.environ.get("SANDBOX_DEBUG"))
     is_run = _subcommand(args) == "run"
+    if is_run:
+        from ._run_fast import parse_fast
+        fast = parse_fast(args)
+        if fast is not None:
+            try:
+                from ._run_fast import execute
+                status = execute(**fast)
+            except SandboxError as e:
+                _fail(e, debug, 125 if e.run_status == 2 else e.run_status)
+            except KeyboardInterrupt:
+                sys.exit(130)
+            sys.stdout.flush()
+            sys.exit(status)
+    import click
+    from ._app import cli
     try:
         rv = cli.main(args=argv, prog_name="sandbox", standalone_mode=False)
     except SandboxError as e:
-        if debug:
-            import traceback
-            traceback.print_exc()
-        for line in e.lines():
-            click.echo(f"sandbox: {line}", err=True)
-        sys.exit(e.run_status if is_run else e.status)
+        _fail(e, debug, e.run_status if is_run else e.status)
     except click.exceptions.Abort:
         click.echo("sandbox: aborted", err=True)
         sys.exit(130 if not is_run else 125)
@@ -129,3 +71,12 @@ def main(argv=None) -> None:
         sys.exit(141)
     if isinstance(rv, int):
         sys.exit(rv)
+
+
+def _fail(e, debug: bool, status: int) -> None:
+    if debug:
+        import traceback
+        traceback.print_exc()
+    for line in e.lines():
+        sys.stderr.write(f"sandbox: {line}\n")
+    sys.exit(status)

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import sys
-
 import click
-
-from ..errors import UsageError
 
 
 class _RunCommand(click.Command):
@@ -22,16 +17,6 @@ class _RunCommand(click.Command):
         else:
             ctx.meta["sandbox.command"] = None
         return super().parse_args(ctx, args)
-
-
-def _env(values):
-    env = {}
-    for v in values:
-        k, sep, val = v.partition("=")
-        if not sep or not k:
-            raise UsageError(f"bad --env {v!r}", hint="write it as NAME=VALUE")
-        env[k] = val
-    return env
 
 
 @click.command(cls=_RunCommand, context_settings={"help_option_names": ["-h", "--help"]})
@@ -69,30 +54,8 @@ def run(ctx, image, profile, rootfs, volumes, name, hostname, env, workdir, user
     sandbox was refused or could not be set up, 126 when the command cannot
     be executed, 127 when it is not found.
     """
-    from ..api import Sandbox
-    argv = ctx.meta.get("sandbox.command")
-    if as_json and not dry_run:
-        raise UsageError("--json goes with --dry-run")
-    if not argv and image is None:
-        raise UsageError("no command given", hint="sandbox run [OPTIONS] [IMAGE] -- CMD [ARGS...]")
-    opts = tuple(o for o in insecure.split(",") if o)
-    if opts:
-        click.echo(f"sandbox: WARNING: insecure options in use: {', '.join(opts)} "
-                   "(recorded in the audit log)", err=True)
-    box = Sandbox(profile, rootfs=rootfs, image=image, volumes=volumes, name=name,
-                  hostname=hostname, env=_env(env), workdir=workdir, user=user,
-                  root=ctx.obj.root, insecure_options=opts, network=network)
-    if dry_run:
-        plan = box.plan(argv or ())
-        if as_json:
-            d = plan.to_dict()
-            d["plan_digest"] = plan.digest()
-            click.echo(json.dumps(d, indent=2, sort_keys=True))
-        else:
-            for line in plan.describe():
-                click.echo(line)
-            click.echo(f"     plan digest {plan.digest()}")
-        return 0
-    result = box.run(argv or ())
-    sys.stdout.flush()
-    return result.status
+    from ._run_fast import execute
+    return execute(root=ctx.obj.root, image=image, profile=profile, rootfs=rootfs,
+                   volumes=volumes, name=name, hostname=hostname, env=env, workdir=workdir,
+                   user=user, network=network, insecure=insecure, dry_run=dry_run,
+                   as_json=as_json, argv=ctx.meta.get("sandbox.command"))

@@ -117,6 +117,8 @@ class LaunchPlan:
     network: str = "none"
     missing: tuple[str, ...] = ()           # optional protections the host lacks
     insecure_options: tuple[str, ...] = ()
+    #: bridge networking, built by sandbox.net (None for none/host)
+    net: object = None
 
     @property
     def root(self) -> str:
@@ -142,6 +144,7 @@ class LaunchPlan:
                                    for r in self.landlock]} if self.landlock_abi else None,
             "label": self.label, "network": self.network,
             "missing": list(self.missing), "insecure_options": list(self.insecure_options),
+            "net": self.net.to_dict() if self.net is not None else None,
         }
         return d
 

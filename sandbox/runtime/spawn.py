@@ -171,11 +171,14 @@ def _payload_pid(pid1: int) -> int | None:
         return None
 
 
-def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None) -> LaunchResult:
+def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
+           on_forked=None) -> LaunchResult:
     """Run the plan to completion and return how it ended.
 
-    ``on_started(effective: dict | None, payload_pid: int | None)`` is called
-    once the payload has been exec'd (for the audit launch record).
+    ``on_forked()`` runs in the supervisor while the child sets up (the
+    audit log opens then); ``on_started(effective: dict | None,
+    payload_pid: int | None)`` once the payload has been exec'd (the audit
+    launch record).
     Raises `SetupError`, `CommandNotFound`, `CommandNotExecutable` or
     `HostSupportError`; in every case nothing of the sandbox is left.
     """
@@ -202,6 +205,8 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None) -> Launc
     go_r, go_w = _pipe()
     err_r, err_w = _pipe()
     pending: list[int] = []
+    effective = None
+    net_handle = None
     target = {"pid": None}
 
     def forward(signum, _frame):
@@ -227,6 +232,8 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None) -> Launc
                 os._exit(125)   # a forked child never returns into the caller
         for fd in (ready_w, go_r, err_w):
             os.close(fd)
+        if on_forked is not None:
+            on_forked()
         error = None
         if os.read(ready_r, 1) != b"U":
             error = _error_from_child(_read_all(err_r), plan)
@@ -240,7 +247,17 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None) -> Launc
                                    hint="check /etc/subuid and /etc/subgid")
                 os.kill(c_pid, signal.SIGKILL)
             else:
-                os.write(go_w, b"G")
+                if plan.net is not None:
+                    # bridge networking: veth into the child's network
+                    # namespace, addresses, routes, port forwards (sandbox.net)
+                    try:
+                        from ..net import attach
+                        net_handle = attach(plan.net, c_pid)
+                    except Exception as e:  # noqa: BLE001 - reported, child killed
+                        error = e
+                        os.kill(c_pid, signal.SIGKILL)
+                if error is None:
+                    os.write(go_w, b"G")
         os.close(go_w)
         if error is None:
             line = _read_line(ready_r)
@@ -254,6 +271,7 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None) -> Launc
             elif on_started is not None or readback:
                 ppid = _payload_pid(target["pid"]) if target["pid"] else None
                 eff = read_effective(ppid) if (readback and ppid) else None
+                effective = eff
                 if on_started is not None:
                     on_started(eff, ppid)
         os.close(ready_r)
@@ -266,7 +284,7 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None) -> Launc
             raise error
         sig = code - 128 if code > 128 else None
         return LaunchResult(plan.sandbox_id, code, sig, (time.monotonic() - t0) * 1000,
-                            None, tuple(missing), tuple(leftovers))
+                            effective, tuple(missing), tuple(leftovers))
     finally:
         if c_pid is not None:       # interrupted: make sure nothing survives
             try:
@@ -276,6 +294,9 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None) -> Launc
                 pass
         for s, h in old_handlers.items():
             signal.signal(s, h)
+        if net_handle is not None:
+            from ..net import detach
+            leftovers += detach(net_handle)
         if cg is not None:
             leftovers += cgroups.remove(cg)
         leftovers += remove_base(plan.base)
