@@ -171,6 +171,11 @@ class Sandbox:
         self.image_record = rec
         cfg = rec.config or {}
         entry = list(cfg.get("Entrypoint") or [])
+        if rec.format == "aci" and argv:
+            # An ACI's app.exec (stored as Entrypoint) is the whole command
+            # line: a command given to `run` replaces it (rkt's --exec), it
+            # is not appended to it as arguments.
+            entry = []
         cmd = list(argv) if argv else list(cfg.get("Cmd") or [])
         argv = entry + cmd
         if not argv:

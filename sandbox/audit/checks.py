@@ -95,7 +95,14 @@ def lookup(data: Any, field: str) -> Any:
     return cur
 
 
-def _unknown(field: str) -> Outcome:
+def _unknown(field: str, s: "Subject | None" = None) -> Outcome:
+    if (s is not None and field.startswith("effective.")
+            and isinstance(s.data, dict) and "effective" in s.data
+            and s.data["effective"] is None):
+        # The runtime records ``effective: null`` when the payload was gone
+        # before its /proc entry could be read (a short-lived payload).
+        return Outcome(NA, f"{field} unknown: the effective state was not read back "
+                           "(the payload exited first)")
     return Outcome(NA, f"{field} not recorded")
 
 
@@ -307,7 +314,7 @@ def effective_caps_within(s: Subject, field: str) -> Outcome:
     v = lookup(s.data, field)
     caps = lookup(s.data, "capabilities")
     if v is _MISSING or caps is _MISSING or caps is None:
-        return _unknown(field)
+        return _unknown(field, s)
     mask = _mask(v)
     if mask is None:
         return Outcome(FAIL, f"{field} = {v!r} is not a hex mask")
@@ -327,7 +334,7 @@ def mask_zero(s: Subject, field: str) -> Outcome:
     from ..capabilities import from_mask
     v = lookup(s.data, field)
     if v is _MISSING:
-        return _unknown(field)
+        return _unknown(field, s)
     mask = _mask(v)
     if mask is None:
         return Outcome(FAIL, f"{field} = {v!r} is not a hex mask")
@@ -348,7 +355,7 @@ def effective_matches(s: Subject, field: str, value, when_field: str, when_value
         return Outcome(NA, f"{when_field} = {_fmt(want)}: not asked for")
     got = lookup(s.data, field)
     if got is _MISSING:
-        return _unknown(field)
+        return _unknown(field, s)
     if got != value:
         return Outcome(FAIL, f"{when_field} = {_fmt(want)} but the kernel reports "
                              f"{field} = {_fmt(got)}")
@@ -361,17 +368,22 @@ def no_host_root_mapping(s: Subject, field: str) -> Outcome:
     line) maps some id in the sandbox to the host's root (0)."""
     v = lookup(s.data, field)
     if v is _MISSING or v is None:
-        return _unknown(field)
-    for line in str(v).splitlines():
-        parts = line.split()
-        if len(parts) != 3:
-            continue
-        try:
-            inside, outside, count = map(int, parts)
-        except ValueError:
-            continue
+        return _unknown(field, s)
+    # The runtime's readback joins the map's lines with single spaces
+    # ("0 100000 65536 65536 0 1" for two lines), so read the numbers in
+    # triples rather than line by line: a second line must not go unread.
+    parts = str(v).split()
+    try:
+        nums = [int(x) for x in parts]
+    except ValueError:
+        nums = None
+    if nums is None or len(nums) % 3:
+        return Outcome(FAIL, f"{field} = {str(v)!r} is not an id map")
+    for i in range(0, len(nums), 3):
+        inside, outside, count = nums[i:i + 3]
         if outside == 0 and count > 0:
-            return Outcome(FAIL, f"{field} maps sandbox id {inside} to host root: {line.strip()!r}")
+            return Outcome(FAIL, f"{field} maps sandbox id {inside} to host root: "
+                                 f"'{inside} {outside} {count}'")
     return Outcome(PASS, f"{field} maps no id to host root")
 
 

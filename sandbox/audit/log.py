@@ -354,6 +354,7 @@ class AuditLog:
         if self._ready and self._pid == os.getpid():
             return self._con
         self.state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _tighten_state(self.state)
         _keys.ensure_key(self.state)
         con = self._connect(write=True)
         if con.execute("PRAGMA user_version").fetchone()[0] < 1:
@@ -704,6 +705,22 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _tighten_state(state: Path) -> None:
+    """Make the state folder 0700 when it is ours and wider.
+
+    It may already exist with the umask's mode: planning a launch creates
+    ``state/cache/seccomp`` with ``os.makedirs`` (intermediate folders get
+    0755) before the log is first opened. The files are 0600 in any case;
+    this keeps their names and sizes from other users too (DESIGN §6: the
+    sandbox can never reach the log). One stat per process."""
+    try:
+        st = os.stat(state)
+        if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+            os.chmod(state, 0o700)
+    except OSError:
+        pass
 
 
 def prepare(paths) -> AuditLog:

@@ -1,8 +1,10 @@
 """From inside a real sandbox: Landlock denies what the mounts alone allow.
 
-The runtime mounts a volume read-write; the label decision grants it only
-read-only; the payload's write is refused by Landlock (and succeeds
-without it, which shows that Landlock, not the mount, refused it).
+The label decision grants a volume only read-only (and the runtime mounts
+it read-only too); here the mount is made read-write on purpose, as a bug
+in the mount layer would, and the payload's write is still refused by
+Landlock (and succeeds without it, which shows that Landlock, not the
+mount, refused it).
 """
 
 from __future__ import annotations
@@ -48,11 +50,13 @@ def _run(tmp_path, with_landlock):
         os.chmod(d, 0o777)          # DAC allows the mapped ids; only labels decide
     (ro / "f").write_text("shared")
     sb = Sandbox("default", root=str(tmp_path / "root"),
-                 volumes=[f"{ro}:/shared:rw", f"{rw}:/own:rw"])
-    prof = sb.resolve_profile()
-    prof = dataclasses.replace(prof, optional=prof.optional | {"landlock"})
-    sb.resolve_profile = lambda: prof
+                 volumes=[f"{ro}:/shared:ro", f"{rw}:/own:rw"])
+    base = sb.resolve_profile()
     with allocate_level(sb.paths, owner="t") as lease:
+        # the sandbox runs at the lease's level (planned without a second lease)
+        prof = dataclasses.replace(base, optional=base.optional | {"landlock"},
+                                   label=dataclasses.replace(base.label, level=str(lease.level)))
+        sb.resolve_profile = lambda: prof
         apply_volume_label(ro, Level(0), selinux=False)
         apply_volume_label(rw, lease.level, selinux=False)
         lp = build_label_plan(prof, lease.level, [
@@ -61,6 +65,13 @@ def _run(tmp_path, with_landlock):
                  "cat /shared/f >/dev/null; echo read=$? >> /own/out; "
                  "exec 3>/own/via-fd && echo ok >&3; echo own=$? >> /own/out")
         plan = sb.plan(["/bin/sh", "-c", probe])
+        # The label grants /shared read-only and the runtime mounts it so;
+        # to show Landlock refuses on its own, mount it read-write here, as
+        # a mistake in the mount layer would.
+        plan = dataclasses.replace(plan, mounts=tuple(
+            dataclasses.replace(m, options="rw") if m.op == "bind" and m.target == "/shared"
+            else m for m in plan.mounts))
+        assert any(m.target == "/shared" and m.options == "rw" for m in plan.mounts)
         if with_landlock:
             plan = dataclasses.replace(plan, landlock=lp.landlock,
                                        landlock_abi=lp.landlock_abi, missing=())
