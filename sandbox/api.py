@@ -97,6 +97,7 @@ class Sandbox:
                  env: Mapping[str, str] | None = None, workdir: str | None = None,
                  user: str | tuple[int, int] | None = None, root: str | os.PathLike | None = None,
                  insecure_options: Sequence[str] = (), network: str | None = None,
+                 ports: Iterable[str] = (), dns: Iterable[str] = (),
                  audit: bool = True):
         self.paths = Paths.resolve(root)
         self.profile_ref = profile
@@ -109,7 +110,18 @@ class Sandbox:
         self.workdir = workdir
         self.user = parse_user(user) if isinstance(user, str) else user
         self.insecure_options = tuple(insecure_options)
+        # network (issue 7): "bridge:NAME" names the bridge; ports and name
+        # servers are parsed here so a bad one fails before anything else
+        self.bridge = None
+        if network is not None and network.startswith("bridge:"):
+            from .net.model import parse_network
+            network, self.bridge = parse_network(network)
         self.network = network
+        self.ports, self.dns = tuple(ports), tuple(dns)
+        if self.ports or self.dns:
+            from .net.model import parse_dns, parse_port
+            self.ports = tuple(parse_port(p) if isinstance(p, str) else p for p in self.ports)
+            self.dns = tuple(parse_dns(d) for d in self.dns)
         self.audit = audit
         self.verification = None     # the last launch's image Verification, if any
         self.image_record = None
@@ -228,9 +240,18 @@ class Sandbox:
         if "mount" not in new:
             raise ProfileError("a sandbox needs its own mount namespace",
                                source=profile.source, key="namespaces.mount")
+        # network (issue 7): a bridge lease and held host ports (sandbox.net)
+        netplan = None
         if profile.network.mode == "bridge":
-            raise HostSupportError("bridge networking is not available in this build",
-                                   hint="use --net none (the default) or --net host")
+            from .net import plan_bridge
+            netplan, held = plan_bridge(self.paths, sid, bridge=self.bridge, ports=self.ports,
+                                        dns=self.dns, hostname=profile.process.hostname,
+                                        root=spec.root, hold=reservations is not None)
+            if held is not None:
+                reservations.append(held)
+        elif self.ports or self.dns:
+            raise UsageError(f"--port and --dns need --net bridge (network is "
+                             f"{profile.network.mode!r})")
 
         # id maps
         from .runtime import idmap
@@ -263,6 +284,7 @@ class Sandbox:
         sc = None
         if not profile.seccomp.unconfined:
             from .seccomp import compile_filter
+            self.paths.ensure("state")   # 0700 before anything is cached in it
             cf = compile_filter(profile.seccomp.profile, capabilities=profile.capabilities,
                                 default_action=profile.seccomp.default_action,
                                 other_abis=profile.seccomp.other_abis,
@@ -294,6 +316,9 @@ class Sandbox:
                     f"volume, label {pv.grant.label or 'none'}")
             for pv in lp.volumes)
         mounts = build_mounts(profile, spec, volume_ops)
+        if netplan is not None:     # /etc/hosts, hostname, resolv.conf for the bridge
+            from .net import etc_mounts
+            mounts = etc_mounts(mounts, netplan, profile.process.hostname, spec.root)
         landlock_rules, landlock_abi = (), 0
         if lp.landlock is not None:
             landlock_rules, landlock_abi = tuple(lp.landlock), lp.landlock_abi
@@ -314,10 +339,10 @@ class Sandbox:
             landlock=landlock_rules, landlock_abi=landlock_abi, label=str(lp.context),
             network=profile.network.mode if "net" in new or profile.network.mode == "host"
             else "host",
-            missing=tuple(missing), insecure_options=self.insecure_options)
+            missing=tuple(missing), insecure_options=self.insecure_options, net=netplan)
 
     # -- stages 8-10: spawn, supervise, record ----------------------------------
-    def run(self, argv: Sequence[str]) -> RunResult:
+    def run(self, argv: Sequence[str], *, _detached=None) -> RunResult:
         """Launch ``argv`` in a new sandbox and wait for it.
 
         Returns a `RunResult`. Raises a `sandbox.errors.SandboxError`
@@ -330,7 +355,8 @@ class Sandbox:
         from .errors import SandboxError
         from .runtime.spawn import launch
         reservations: list = []
-        sid = os.urandom(6).hex()
+        # lifecycle (issue 6): ``_detached`` is the detached supervisor's hooks
+        sid = _detached.sandbox_id if _detached is not None else os.urandom(6).hex()
         log = {}
         try:
             try:
@@ -341,8 +367,12 @@ class Sandbox:
             for opt in plan.insecure_options:
                 self._record("insecure-option", {"sandbox_id": sid, "option": opt,
                                                  "image": self._image_dict()})
+            if _detached is not None:       # lifecycle: record the resources first
+                _detached.planned(plan)
 
             def prepare():
+                if _detached is not None:   # lifecycle: payload stdio to the log pipe
+                    _detached.forked()
                 # open the audit log while the child sets up (overlaps ~4 ms)
                 if self.audit:
                     from . import audit
@@ -350,9 +380,12 @@ class Sandbox:
 
             def started(effective, pid):
                 self._record("launch", self._launch_record(plan, effective), log.get("log"))
+                if _detached is not None:   # lifecycle: state running, caller told
+                    _detached.started(effective, pid)
 
             try:
-                res = launch(plan, on_forked=prepare, on_started=started)
+                res = launch(plan, on_forked=prepare, on_started=started,
+                             **(_detached.launch_options if _detached is not None else {}))
             except SandboxError as e:
                 self._record("refusal", _refusal(sid, e, self, stage="setup"), log.get("log"))
                 raise
@@ -364,15 +397,44 @@ class Sandbox:
             for r in reservations:
                 r.release()
 
+    # -- lifecycle (issue 6): detached sandboxes ---------------------------------
+    def start(self, argv: Sequence[str]) -> "SandboxHandle":
+        """Launch ``argv`` in a new *detached* sandbox and return its handle
+        once the payload has been exec'd (`sandbox.lifecycle.SandboxHandle`:
+        ``.id``, ``.wait()``, ``.stop()``, ``.status()``, ``.logs()``).
+
+        A daemon supervisor (double fork, new session, no terminal) runs the
+        same pipeline as `run`, audit records included, with the payload's
+        stdout and stderr going to a rotated log in the sandbox's run
+        folder. Raises what `run` raises for a refused or failed setup.
+        Fork-based: call it from a single-threaded program (as the CLI is).
+        """
+        from .runtime.supervise import start_detached
+        from .lifecycle import SandboxHandle
+        return SandboxHandle(start_detached(self, argv), self.paths)
+
     # -- audit -----------------------------------------------------------------
     def _record(self, kind: str, data: dict, log=None) -> None:
+        """Append one audit event. A launch, exit or insecure-option record
+        that cannot be written raises (`SetupError`): the launch fails
+        closed. A *refusal* that cannot be written only warns: the caller is
+        about to raise the refusal itself, whose reason must not be replaced
+        by the audit error (the next launch fails on the log anyway)."""
         if not self.audit:
             return
-        if log is not None:
-            log.append(kind, data)
-        else:
-            from .audit import record_event
-            record_event(self.paths, kind, data)
+        try:
+            if log is not None:
+                log.append(kind, data)
+            else:
+                from .audit import record_event
+                record_event(self.paths, kind, data)
+        except Exception as e:
+            from .errors import SandboxError
+            if kind != "refusal" or not isinstance(e, SandboxError):
+                raise
+            import warnings
+            warnings.warn(f"the refusal was not recorded in the audit log: {e}",
+                          RuntimeWarning, stacklevel=3)
 
     def _image_dict(self) -> dict | None:
         rec = self.image_record
@@ -388,18 +450,25 @@ class Sandbox:
                     "signed_at": v.signed_at.isoformat() if v.signed_at else None}}
 
     def _launch_record(self, plan: LaunchPlan, effective: dict | None) -> dict:
-        import pwd
+        if not self.audit:
+            return {}       # not recorded: do not pay for the digests and the lookups
         p = self.profile
-        try:
-            uname = pwd.getpwuid(os.getuid()).pw_name
-        except KeyError:
-            uname = str(os.getuid())
+        uid = os.getuid()
+        uname = _USER_NAMES.get(uid)
+        if uname is None:
+            import pwd
+            try:
+                uname = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                uname = str(uid)
+            _USER_NAMES[uid] = uname
         lp = self.label_plan
         return {
             "sandbox_id": plan.sandbox_id, "name": plan.name,
             "user": {"uid": os.getuid(), "name": uname},
             "command": list(plan.argv),
-            "profile": {"name": p.name, "digest": p.digest(), "source": p.source,
+            # the plan carries the profile's digest (computed once, in `plan`)
+            "profile": {"name": p.name, "digest": plan.profile_digest, "source": p.source,
                         "unconfined": p.unconfined},
             "plan_digest": plan.digest(),
             "root": {"kind": "image" if plan.root_kind == "layers" else plan.root_kind,
@@ -418,7 +487,8 @@ class Sandbox:
                          "mode": pv.grant.mode,
                          "label": str(pv.grant.label) if pv.grant.label else None}
                         for pv in (lp.volumes if lp else ())],
-            "network": {"mode": plan.network},
+            "network": plan.net.record() if plan.net is not None else
+            {"mode": plan.network, "shared_with_host": plan.network == "host"},
             "limits": {"memory": p.limits.memory, "pids": p.limits.pids,
                        "nofile": p.limits.nofile},
             "label": plan.label,
@@ -429,19 +499,51 @@ class Sandbox:
         }
 
 
+#: uid -> user name, for launch records (looked up once per process)
+_USER_NAMES: dict[int, str] = {}
+
+
 def _refusal(sid: str, err, box: "Sandbox", stage: str | None = None) -> dict:
-    """The audit data of a refused launch; ``stage`` from the error's kind."""
+    """The audit data of a refused launch; ``stage`` from the error's kind
+    and from where in planning it was raised (the traceback's frames):
+    ``profile``, ``image``, ``verification``, ``label``, ``host-support``,
+    ``usage`` or ``setup``."""
     from .errors import (HostSupportError, NotFound, ProfileError, UsageError,
                          VerificationError)
+    frames = set()
+    tb = getattr(err, "__traceback__", None)
+    while tb is not None:
+        frames.add(tb.tb_frame.f_code.co_name)
+        tb = tb.tb_next
     if stage is None:
         stage = ("verification" if isinstance(err, VerificationError) else
-                 "profile" if isinstance(err, NotFound) and box.profile is None else
+                 "profile" if "resolve_profile" in frames or isinstance(err, ProfileError) else
+                 "image" if "_image" in frames and isinstance(err, NotFound) else
                  "label" if getattr(err, "step", None) == "label" else
-                 "profile" if isinstance(err, ProfileError) else
                  "host-support" if isinstance(err, HostSupportError) else
                  "usage" if isinstance(err, UsageError) else "setup")
+    # The image as of this attempt: the Sandbox keeps the record and the
+    # verification of its *last successful* resolution, which must not be
+    # reported for a later attempt that failed before or in `_image`.
+    image = None
+    if box.image is not None:
+        fresh = stage == "setup" or (bool(frames) and "_image" not in frames
+                                     and "resolve_profile" not in frames
+                                     and "_root" not in frames)
+        if fresh and box.image_record is not None:
+            image = box._image_dict()
+        else:
+            digest = None
+            try:
+                from .image import ImageStore
+                digest = ImageStore(box.paths).resolve(box.image).digest
+            except Exception:       # not in the store, unreadable: no digest
+                pass
+            image = {"ref": box.image, "digest": digest, "verification": None}
+    p = box.profile if stage in ("setup", "label") or (
+        bool(frames) and "resolve_profile" not in frames) else None
     return {"sandbox_id": sid, "stage": stage,
             "reason": getattr(err, "reason", None) or type(err).__name__,
-            "error": err.message, "image": box._image_dict(),
-            "profile": {"name": box.profile.name if box.profile else box.profile_ref},
+            "error": err.message, "image": image,
+            "profile": {"name": p.name if p is not None else box.profile_ref},
             "command": None}

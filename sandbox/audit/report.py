@@ -86,7 +86,11 @@ class ControlResult:
             where = f" (seq {', '.join(seqs)})" if seqs else ""
             return f"{len(f)} failing subject(s){where}: {f[0].message}"
         if self.status == PASS:
-            return f"{self.checked} subject(s) checked"
+            unread = sum(1 for e in self.evidence
+                         if e.status == NA and "not read back" in e.message)
+            more = (f"; kernel state unknown for {unread} (payload exited before the "
+                    "readback)") if unread else ""
+            return f"{self.checked} subject(s) checked{more}"
         return self.evidence[0].message if self.evidence else "nothing to check"
 
     def to_dict(self) -> dict:
@@ -208,8 +212,13 @@ def _aggregate(control, evidence, na, checked) -> ControlResult:
     if fails:
         return ControlResult(control, FAIL, tuple(fails), checked)
     if evidence:
-        kept = evidence[:PASS_EVIDENCE_LIMIT]
-        return ControlResult(control, PASS, tuple(kept), checked, len(evidence) - len(kept))
+        # A pass lists the subjects it could not judge as well (a launch whose
+        # payload exited before its state was read back): "passed" must not
+        # read as "passed for every launch".
+        unknown = [e for e in na if e.seq is not None]
+        both = evidence + unknown
+        kept = both[:PASS_EVIDENCE_LIMIT]
+        return ControlResult(control, PASS, tuple(kept), checked, len(both) - len(kept))
     if not na:
         na = [Evidence(NA, "-", "no launch or profile in the period to check")]
     return ControlResult(control, NA, tuple(na[:1]), 0)

@@ -65,8 +65,10 @@ def launch(profile: str = "default", sandbox_id: str = "sb-0001", **overrides) -
         "effective": {"CapEff": "%016x" % to_mask(caps), "CapPrm": "%016x" % to_mask(caps),
                       "CapBnd": "%016x" % to_mask(caps), "CapInh": "0000000000000000",
                       "CapAmb": "0000000000000000", "NoNewPrivs": 1, "Seccomp": 2,
-                      "Seccomp_filters": 1, "uid_map": "         0     100000      65536",
-                      "gid_map": "         0     100000      65536",
+                      # as `sandbox.runtime.spawn.read_effective` reads them back:
+                      # the map's numbers joined by single spaces, on one line
+                      "Seccomp_filters": 1, "uid_map": "0 100000 65536",
+                      "gid_map": "0 100000 65536",
                       "namespaces_differ": sorted(_ALL_NS)},
     }
     if profile == "strict":
@@ -83,7 +85,7 @@ def launch(profile: str = "default", sandbox_id: str = "sb-0001", **overrides) -
         d["no_new_privs"] = False
         d["read_only_root"] = False
         d["limits"] = {"memory": None, "pids": None, "nofile": None}
-        d["landlock"] = {"enabled": False, "abi": 7}
+        d["landlock"] = {"enabled": False, "abi": None}   # as the runtime records it
         d["missing"] = ["cgroups"]
         d["volumes"] = []
         m = "%016x" % to_mask(allcaps)

@@ -133,15 +133,24 @@ def read_effective(pid: int) -> dict | None:
     """The payload's kernel state as the kernel reports it (proc(5)):
     CapInh/CapPrm/CapEff/CapBnd/CapAmb (hex), NoNewPrivs, Seccomp,
     Seccomp_filters, uid_map, gid_map and the namespaces that differ from
-    the supervisor's. None if the process is gone."""
+    the supervisor's.
+
+    All or nothing: None when the process has exited or is exiting before
+    every value could be read (a dying task loses its namespace links
+    first, and a partial read would claim namespaces are shared).
+    """
     try:
-        with open(f"/proc/{pid}/status") as f:
-            status = f.read()
+        differ = []
+        for ns in ("user", "mnt", "pid", "net", "uts", "ipc", "cgroup"):
+            if os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"):
+                differ.append(ns)
         with open(f"/proc/{pid}/uid_map") as f:
             uid_map = " ".join(f.read().split())
         with open(f"/proc/{pid}/gid_map") as f:
             gid_map = " ".join(f.read().split())
-    except (FileNotFoundError, ProcessLookupError):
+        with open(f"/proc/{pid}/status") as f:
+            status = f.read()
+    except OSError:
         return None
     out: dict = {}
     for line in status.splitlines():
@@ -150,14 +159,9 @@ def read_effective(pid: int) -> dict | None:
             out[key] = value.strip()
         elif key in ("NoNewPrivs", "Seccomp", "Seccomp_filters"):
             out[key] = int(value.strip())
+        elif key == "State" and value.split()[:1] in (["Z"], ["X"]):
+            return None                     # exiting: the links above may be stale
     out["uid_map"], out["gid_map"] = uid_map, gid_map
-    differ = []
-    for ns in ("user", "mnt", "pid", "net", "uts", "ipc", "cgroup"):
-        try:
-            if os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"):
-                differ.append(ns)
-        except OSError:
-            pass
     out["namespaces_differ"] = differ
     return out
 
@@ -171,14 +175,24 @@ def _payload_pid(pid1: int) -> int | None:
         return None
 
 
+def _crash_point(name: str) -> None:
+    """TEST HOOK (issue 6): with ``SANDBOX_TEST_CRASH_AT=<name>`` in its
+    environment the supervisor SIGKILLs itself at the named point, so tests
+    can check that `sandbox gc` undoes a crash at every stage. Inert otherwise."""
+    if os.environ.get("SANDBOX_TEST_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
-           on_forked=None) -> LaunchResult:
+           on_forked=None, wait=None) -> LaunchResult:
     """Run the plan to completion and return how it ended.
 
     ``on_forked()`` runs in the supervisor while the child sets up (the
     audit log opens then); ``on_started(effective: dict | None,
     payload_pid: int | None)`` once the payload has been exec'd (the audit
-    launch record).
+    launch record). ``wait(c_pid) -> (pid, status)`` replaces the final
+    ``os.waitpid`` (the detached supervisor copies the payload's output to
+    its log meanwhile).
     Raises `SetupError`, `CommandNotFound`, `CommandNotExecutable` or
     `HostSupportError`; in every case nothing of the sandbox is left.
     """
@@ -193,6 +207,7 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
             raise HostSupportError(f"cannot create the sandbox's cgroup: {e.strerror}",
                                    hint="mark cgroups optional in the profile, or run as root "
                                         "on a host with the memory and pids controllers") from None
+        _crash_point("cgroup-created")
     try:
         prepare_base(plan)
     except OSError as e:
@@ -200,6 +215,7 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
             cgroups.remove(cg)
         raise SetupError(f"cannot create the runtime folder {plan.base}: {e.strerror}",
                          step="runtime folder") from None
+    _crash_point("base-created")
 
     ready_r, ready_w = _pipe()
     go_r, go_w = _pipe()
@@ -232,15 +248,18 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
                 os._exit(125)   # a forked child never returns into the caller
         for fd in (ready_w, go_r, err_w):
             os.close(fd)
+        _crash_point("forked")
         if on_forked is not None:
             on_forked()
         error = None
         if os.read(ready_r, 1) != b"U":
             error = _error_from_child(_read_all(err_r), plan)
         else:
+            _crash_point("unshared")
             try:
                 if plan.idmap is not None:
                     _write_maps(c_pid, plan)
+                _crash_point("maps-written")
             except OSError as e:
                 error = SetupError(f"cannot write the sandbox's id maps: {e.strerror}",
                                    step="uid_map", errno=e.errno,
@@ -258,17 +277,20 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
                         os.kill(c_pid, signal.SIGKILL)
                 if error is None:
                     os.write(go_w, b"G")
+                    _crash_point("go-sent")
         os.close(go_w)
         if error is None:
             line = _read_line(ready_r)
             if line.startswith(b"P"):
                 target["pid"] = int(line[1:])
+                _crash_point("pid1-known")
                 for s in pending:
                     forward(s, None)
             raw = _read_all(err_r)          # EOF: the payload was exec'd, or failed
             if raw:
                 error = _error_from_child(raw, plan)
             elif on_started is not None or readback:
+                _crash_point("exec-done")
                 ppid = _payload_pid(target["pid"]) if target["pid"] else None
                 eff = read_effective(ppid) if (readback and ppid) else None
                 effective = eff
@@ -276,8 +298,9 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
                     on_started(eff, ppid)
         os.close(ready_r)
         os.close(err_r)
-        _, status = os.waitpid(c_pid, 0)
+        _, status = os.waitpid(c_pid, 0) if wait is None else wait(c_pid)
         c_pid = None
+        _crash_point("reaped")
         code = os.waitstatus_to_exitcode(status)
         code = 128 - code if code < 0 else code
         if error is not None:
@@ -294,9 +317,11 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
                 pass
         for s, h in old_handlers.items():
             signal.signal(s, h)
+        _crash_point("teardown")
         if net_handle is not None:
             from ..net import detach
             leftovers += detach(net_handle)
         if cg is not None:
             leftovers += cgroups.remove(cg)
         leftovers += remove_base(plan.base)
+        _crash_point("base-removed")
