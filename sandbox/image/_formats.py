@@ -231,7 +231,10 @@ def normalise_aci_manifest(man: dict) -> tuple[dict, str, str]:
         "Env": env,
         "WorkingDir": str(app.get("workingDirectory") or ""),
         "User": f"{user}:{group}" if app else "",
-        "Labels": {**annotations, **{f"appc.label.{k}": v for k, v in labels.items()}},
+        # appc.name: the name the signed manifest gives itself; verification
+        # binds the name an ACI is run by to it (see ImageStore.verify)
+        "Labels": {**annotations, **{f"appc.label.{k}": v for k, v in labels.items()},
+                   "appc.name": name},
         "StopSignal": "",
         "ExposedPorts": sorted(f"{p.get('port')}/{p.get('protocol')}"
                                for p in app.get("ports") or [] if isinstance(p, dict)),

@@ -696,8 +696,32 @@ class ImageStore:
                 f"image {who} is not signed (its archive was not kept: it was "
                 "imported without signatures)", reason="unsigned",
                 hint="import it again with --signature SIG")
-        return verify_any(
+        v = verify_any(
             self.paths, who, manifest=record.manifest,
             archive_path=Path(record.archive_path) if record.archive_path else None,
             archive_digest=record.archive_digest,
             signatures=list(record.signatures))
+        if record.format == "aci":
+            _check_aci_name(record, who)
+        return v
+
+
+def _check_aci_name(record: ImageRecord, who: str) -> None:
+    """An ACI's signature covers its manifest, and so the name the manifest
+    gives the image: like the identity of a simple-signing claim, the name
+    it is run by (tag and digest aside) must be that name (rkt checked the
+    same), else a key's signature on one image would let it run as any
+    other name under the key's prefix. Images stored before the name was
+    recorded are not checked."""
+    signed = (record.config.get("Labels") or {}).get("appc.name")
+    if not signed:
+        return
+    repo = who.split("@", 1)[0]
+    head, sep, last = repo.rpartition("/")
+    repo = head + sep + last.split(":", 1)[0]
+    if repo != signed:
+        from ..errors import VerificationError
+        raise VerificationError(
+            f"image {who} is an ACI that names itself {signed}: its signature covers "
+            f"that name, not {repo}", reason="identity-mismatch",
+            hint=f"run it by its own name: sandbox image import FILE --name {signed}:TAG")

@@ -177,7 +177,7 @@ def build_landlock_rules(read_only_root: bool,
     granted mode of each volume (`VolumeGrant.mode`); ``tmpfs``: targets of
     tmpfs mounts (writable). The root gets ``rx`` (``rwx`` when
     ``read_only_root`` is False); ``/proc`` ``rw``; ``/dev`` ``dev``;
-    ``/sys`` ``ro``; volumes ``rx``/``rwx`` (``ro``/``rw`` with
+    ``/sys`` ``ro`` (no rule under a writable root: its mount is read-only); volumes ``rx``/``rwx`` (``ro``/``rw`` with
     ``exec_volumes`` False). Pure. Raises `UsageError` for a relative path
     or a path given twice.
     """
@@ -186,7 +186,10 @@ def build_landlock_rules(read_only_root: bool,
         rules.append(LandlockRule("/proc", "rw"))
     if dev:
         rules.append(LandlockRule("/dev", "dev"))
-    if sys:
+    if sys and read_only_root:
+        # Under a writable root /sys gets no rule of its own: it is mounted
+        # read-only anyway, and a read-only rule nested under "/" would cut
+        # the root itself out of the create rights (see the split below).
         rules.append(LandlockRule("/sys", "ro"))
     for t in tmpfs:
         rules.append(LandlockRule(_norm(t), "rw"))

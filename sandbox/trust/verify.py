@@ -605,19 +605,20 @@ def verify_any(paths: Paths, name: str, *, manifest: bytes | None = None,
         try:
             if manifest is not None and (archive_path is None or _is_signed_message(sig)):
                 return verify_simple_signing(paths, name, manifest, sig, store=store)
-            if manifest is None and _is_signed_message(sig):
+            return verify_detached(paths, name, archive_path, sig,
+                                   data_digest=archive_digest, store=store)
+        except VerificationError as e:
+            if manifest is None and e.reason == "bad-signature" and _is_signed_message(sig):
                 # A simple-signing claim names a manifest digest; an image
                 # without a manifest (docker-archive, ACI) cannot match it,
-                # and gpg would only say "not a detached signature".
-                raise VerificationError(
+                # and gpg only says "not an OpenPGP signature". Checked after
+                # the refusal so that the warm path does not load _gpg.
+                e = VerificationError(
                     f"signature for image {name} is a simple-signing claim over a "
                     "manifest, but the image has no manifest (only its archive can "
                     "be signed)", reason="bad-signature",
                     hint="sign the archive itself: gpg --detach-sign ARCHIVE, and "
                          "import it with --signature ARCHIVE.sig")
-            return verify_detached(paths, name, archive_path, sig,
-                                   data_digest=archive_digest, store=store)
-        except VerificationError as e:
             errors.append(e)
     best = max(errors, key=lambda e: _RANK.get(e.reason, 0))
     if len(errors) > 1:

@@ -359,3 +359,27 @@ def test_whiteout_and_opaque_directory_merge_inside_run(sroot, tmp_path, signer,
     info = json.loads(ok(sb(sroot, "image", "inspect", f"{PREFIX}/wh-oci:1")).stdout)
     top = Path(info["layer_dirs"][-1])
     assert os.getxattr(top / "opq", "user.overlay.opaque") == b"y"
+
+
+def test_aci_signed_for_one_name_renamed_to_another_under_the_prefix_is_refused(
+        sroot, tmp_path, signer, keyfile, base_tar, rootfs):
+    """Attack: a key trusted for example.com/app signed the ACI
+    example.com/app/debug-shell; imported as example.com/app/web it would
+    pass the prefix check. The ACI's manifest (covered by the signature)
+    names the image, so the name it is run by must be that name (rkt's
+    check), as the identity of a simple-signing claim must."""
+    import_signed(sroot, signer, "aci", tmp_path, base_tar, rootfs,
+                  f"{PREFIX}/debug-shell:1", as_name=f"{PREFIX}/web:1")
+    ok(sb(sroot, "trust", "add", str(keyfile), "--prefix", PREFIX, "--yes"))
+    reason = refused(sb(sroot, "run", f"{PREFIX}/web:1", "--", "/bin/echo", "ran"), 125,
+                     f"{PREFIX}/web:1", f"names itself {PREFIX}/debug-shell")
+    assert "ran" not in reason
+    refused(sb(sroot, "image", "verify", f"{PREFIX}/web:1"), 1, "names itself")
+    refusal = [rec for rec in audit_records(sroot) if rec["kind"] == "refusal"][-1]["data"]
+    assert refusal["reason"] == "identity-mismatch"
+    # under its own name (another tag is fine: the ACI version is not signed
+    # into the name), it runs
+    ok(sb(sroot, "image", "import", str(tmp_path / "image.aci"), "--name",
+          f"{PREFIX}/debug-shell:2", "--signature", str(tmp_path / "image.aci.sig")))
+    assert ok(sb(sroot, "run", f"{PREFIX}/debug-shell:2", "--", "/bin/echo", "ran")).stdout \
+        == "ran\n"
