@@ -23,21 +23,25 @@ OPTIONS = {
     "--workdir": ("workdir", True, False), "-w": ("workdir", True, False),
     "--user": ("user", True, False), "-u": ("user", True, False),
     "--net": ("network", True, False),
+    "--port": ("ports", True, True),
+    "--dns": ("dns", True, True),
     "--insecure-options": ("insecure", True, False),
     "--dry-run": ("dry_run", False, False),
     "--json": ("as_json", False, False),
+    "--detach": ("detach", False, False), "-d": ("detach", False, False),
 }
 NETWORK_MODES = ("none", "host", "bridge")
 DEFAULTS = {"image": None, "profile": "default", "rootfs": None, "volumes": (), "name": None,
             "hostname": None, "env": (), "workdir": None, "user": None, "network": None,
-            "insecure": "", "dry_run": False, "as_json": False}
+            "ports": (), "dns": (),
+            "insecure": "", "dry_run": False, "as_json": False, "detach": False}
 
 
 def parse_fast(args: list[str]) -> dict | None:
     """``[--root DIR] [--debug] run [OPTIONS] [IMAGE] [-- CMD...]`` to keyword
     arguments of `execute`, or None to let click parse (and explain)."""
     out = dict(DEFAULTS, root=None, argv=None)
-    multi: dict[str, list] = {"volumes": [], "env": []}
+    multi: dict[str, list] = {"volumes": [], "env": [], "ports": [], "dns": []}
     i, n = 0, len(args)
     while i < n and args[i] != "run":            # the group's own options
         a = args[i]
@@ -80,9 +84,11 @@ def parse_fast(args: list[str]) -> dict | None:
         else:
             return None
         i += 1
-    if out["network"] is not None and out["network"] not in NETWORK_MODES:
+    net = out["network"]
+    if net is not None and net not in NETWORK_MODES and not net.startswith("bridge:"):
         return None
-    out["volumes"], out["env"] = tuple(multi["volumes"]), tuple(multi["env"])
+    for key in ("volumes", "env", "ports", "dns"):
+        out[key] = tuple(multi[key])
     return out
 
 
@@ -98,11 +104,14 @@ def _env(values) -> dict:
 
 
 def execute(*, root, image, profile, rootfs, volumes, name, hostname, env, workdir, user,
-            network, insecure, dry_run, as_json, argv) -> int:
+            network, insecure, dry_run, as_json, argv, ports=(), dns=(),
+            detach=False) -> int:
     """The body of ``sandbox run``; returns the exit status."""
     from ..errors import UsageError
     if as_json and not dry_run:
         raise UsageError("--json goes with --dry-run")
+    if detach and dry_run:
+        raise UsageError("--detach does not go with --dry-run")
     if not argv and image is None:
         raise UsageError("no command given", hint="sandbox run [OPTIONS] [IMAGE] -- CMD [ARGS...]")
     opts = tuple(o for o in insecure.split(",") if o)
@@ -112,7 +121,7 @@ def execute(*, root, image, profile, rootfs, volumes, name, hostname, env, workd
     from ..api import Sandbox
     box = Sandbox(profile, rootfs=rootfs, image=image, volumes=volumes, name=name,
                   hostname=hostname, env=_env(env), workdir=workdir, user=user,
-                  root=root, insecure_options=opts, network=network)
+                  root=root, insecure_options=opts, network=network, ports=ports, dns=dns)
     if dry_run:
         plan = box.plan(argv or ())
         if as_json:
@@ -124,6 +133,10 @@ def execute(*, root, image, profile, rootfs, volumes, name, hostname, env, workd
             for line in plan.describe():
                 print(line)
             print(f"     plan digest {plan.digest()}")
+        return 0
+    if detach:          # lifecycle (issue 6): print the id, leave it running
+        handle = box.start(argv or ())
+        print(handle.id)
         return 0
     result = box.run(argv or ())
     return result.status

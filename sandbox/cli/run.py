@@ -32,16 +32,26 @@ class _RunCommand(click.Command):
               help="Set an environment variable (the caller's environment is not inherited).")
 @click.option("-w", "--workdir", metavar="DIR", help="Working folder inside the sandbox.")
 @click.option("-u", "--user", metavar="UID[:GID]", help="Numeric user (and group) inside.")
-@click.option("--net", "network", type=click.Choice(["none", "host", "bridge"]),
-              help="Network mode (default: the profile's, usually none).")
+@click.option("--net", "network", metavar="none|host|bridge[:NAME]",
+              help="Network mode (default: the profile's, usually none). bridge (root only): "
+                   "an address on the Linux bridge NAME (default sandbox0).")
+@click.option("--port", "ports", multiple=True, metavar="[HOSTIP:]HOSTPORT:PORT[/tcp|udp]",
+              help="With --net bridge: forward a host port (default HOSTIP: the bridge's "
+                   "address) to PORT in the sandbox.")
+@click.option("--dns", "dns", multiple=True, metavar="IP",
+              help="With --net bridge: a name server for the sandbox's /etc/resolv.conf "
+                   "(default: the host's, unless they are loopback addresses).")
 @click.option("--insecure-options", "insecure", metavar="LIST", default="",
               help="Comma-separated protections to skip; 'image' runs an unverified image. "
                    "Recorded in the audit log.")
 @click.option("--dry-run", is_flag=True, help="Print the launch plan and exit; touch nothing.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON.")
+@click.option("-d", "--detach", is_flag=True,
+              help="Print the sandbox id and leave it running under a daemon supervisor "
+                   "(see 'sandbox ps', 'logs', 'stop', 'enter').")
 @click.pass_context
 def run(ctx, image, profile, rootfs, volumes, name, hostname, env, workdir, user, network,
-        insecure, dry_run, as_json):
+        ports, dns, insecure, dry_run, as_json, detach):
     """Run a command in a new sandbox, locked down by PROFILE.
 
     \b
@@ -57,5 +67,6 @@ def run(ctx, image, profile, rootfs, volumes, name, hostname, env, workdir, user
     from ._run_fast import execute
     return execute(root=ctx.obj.root, image=image, profile=profile, rootfs=rootfs,
                    volumes=volumes, name=name, hostname=hostname, env=env, workdir=workdir,
-                   user=user, network=network, insecure=insecure, dry_run=dry_run,
-                   as_json=as_json, argv=ctx.meta.get("sandbox.command"))
+                   user=user, network=network, ports=ports, dns=dns, insecure=insecure,
+                   dry_run=dry_run,
+                   as_json=as_json, argv=ctx.meta.get("sandbox.command"), detach=detach)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -70,7 +69,7 @@ _NR = {
                "landlock_add_rule": 445, "landlock_restrict_self": 446},
     "aarch64": {"pivot_root": 41, "close_range": 436, "landlock_create_ruleset": 444,
                 "landlock_add_rule": 445, "landlock_restrict_self": 446},
-}[platform.machine()]
+}[os.uname().machine]
 
 
 def _check(ret: int, what: str) -> int:

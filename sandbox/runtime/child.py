@@ -103,6 +103,11 @@ def first_child(plan: LaunchPlan, parent_pid: int, ready_w: int, go_r: int, err_
                 os.setgroups([])
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
+            # the id change cleared the parent-death signal: re-arm it, or a
+            # SIGKILLed supervisor leaves the sandbox running (issue 6)
+            k.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != parent_pid:
+                os._exit(125)
         step = "fork PID 1"                          # 6
         pid = os.fork()
     except BaseException as e:  # noqa: BLE001 - everything goes to P as data
@@ -206,6 +211,7 @@ def _reap(plan: LaunchPlan, payload_pid: int) -> None:
         k.prctl(k.PR_SET_DUMPABLE, 0)
         _drop_capabilities(frozenset())
         k.prctl(k.PR_SET_NO_NEW_PRIVS, 1)
+        k.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)   # cleared by the drop (issue 6)
     except Exception:  # noqa: BLE001 - the payload runs already; keep reaping
         pass
     while True:
