@@ -66,10 +66,21 @@ SECCOMP_MODE_FILTER = 2
 
 _NR = {
     "x86_64": {"pivot_root": 155, "close_range": 436, "landlock_create_ruleset": 444,
-               "landlock_add_rule": 445, "landlock_restrict_self": 446},
+               "landlock_add_rule": 445, "landlock_restrict_self": 446,
+               "open_tree": 428, "move_mount": 429, "mount_setattr": 442},
     "aarch64": {"pivot_root": 41, "close_range": 436, "landlock_create_ruleset": 444,
-                "landlock_add_rule": 445, "landlock_restrict_self": 446},
+                "landlock_add_rule": 445, "landlock_restrict_self": 446,
+                "open_tree": 428, "move_mount": 429, "mount_setattr": 442},
 }[os.uname().machine]
+
+# <linux/mount.h>: the new mount API
+OPEN_TREE_CLONE = 1
+AT_EMPTY_PATH = 0x1000
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_IDMAP = 0x100000
 
 
 def _check(ret: int, what: str) -> int:
@@ -181,3 +192,27 @@ def landlock_restrict_self(ruleset_fd: int) -> None:
     """landlock_restrict_self(2)."""
     _check(_libc.syscall(ctypes.c_long(_NR["landlock_restrict_self"]), ctypes.c_int(ruleset_fd),
                          ctypes.c_uint(0)), "landlock_restrict_self")
+
+
+def open_tree(path: str, flags: int = OPEN_TREE_CLONE | os.O_CLOEXEC) -> int:
+    """open_tree(2): a detached copy of the mount at ``path`` (an fd)."""
+    return _check(_libc.syscall(ctypes.c_long(_NR["open_tree"]), ctypes.c_int(-100),
+                                _b(path), ctypes.c_uint(flags)), "open_tree")
+
+
+def mount_setattr_idmap(fd: int, userns_fd: int, extra: int = 0) -> None:
+    """mount_setattr(2) on a detached mount ``fd``: id-map it through the
+    user namespace ``userns_fd`` and add the ``MOUNT_ATTR_*`` bits ``extra``."""
+    import struct
+    attr = ctypes.create_string_buffer(
+        struct.pack("QQQQ", MOUNT_ATTR_IDMAP | extra, 0, 0, userns_fd), 32)
+    _check(_libc.syscall(ctypes.c_long(_NR["mount_setattr"]), ctypes.c_int(fd), b"",
+                         ctypes.c_uint(AT_EMPTY_PATH), attr, ctypes.c_size_t(32)),
+           "mount_setattr")
+
+
+def move_mount(fd: int, target: str) -> None:
+    """move_mount(2): attach the detached mount ``fd`` at ``target``."""
+    _check(_libc.syscall(ctypes.c_long(_NR["move_mount"]), ctypes.c_int(fd), b"",
+                         ctypes.c_int(-100), _b(target),
+                         ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)), "move_mount")

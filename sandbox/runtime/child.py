@@ -71,7 +71,7 @@ def _report(errfd: int, step: str, err: BaseException, status: int = 125) -> Non
 # ---------------------------------------------------------------- C: step 1-6
 
 def first_child(plan: LaunchPlan, parent_pid: int, ready_w: int, go_r: int, err_w: int,
-                join_cgroups) -> None:
+                join_cgroups, layers_sock=None) -> None:
     """Body of C. Never returns."""
     step = "start"
     try:
@@ -97,6 +97,20 @@ def first_child(plan: LaunchPlan, parent_pid: int, ready_w: int, go_r: int, err_
         os.close(go_r)
         step = "open mount sources"
         sources = _open_sources(plan)
+        idmapped: set[str] = set()     # lower folders received as id-mapped detached mounts
+        if layers_sock is not None:
+            step = "receive id-mapped layers"
+            import socket
+            _msg, fds, _f, _a = socket.recv_fds(layers_sock, 1, 512)
+            layers_sock.close()
+            if fds:
+                # detached mounts, attached under scratch/ by _build_root
+                lowers = [p for op in plan.mounts if op.op == "overlay"
+                          for p in op.source.split(":")]
+                for p, fd in zip(lowers, fds):
+                    os.close(sources[p])
+                    sources[p] = fd
+                idmapped.update(lowers)
         if plan.idmap is not None and not plan.idmap.deny_setgroups:  # 5 (subordinate ids)
             step = "become the sandbox's root"
             if not plan.idmap.deny_setgroups:
@@ -115,7 +129,7 @@ def first_child(plan: LaunchPlan, parent_pid: int, ready_w: int, go_r: int, err_
     if pid == 0:
         try:
             os.close(ready_w)
-            pid1(plan, err_w, sources)
+            pid1(plan, err_w, sources, idmapped)
         finally:
             os._exit(125)       # a forked child never returns into the caller
     os.close(err_w)
@@ -151,7 +165,8 @@ def _open_sources(plan: LaunchPlan) -> dict[str, int]:
     return fds
 
 
-def pid1(plan: LaunchPlan, err_w: int, sources: dict[str, int]) -> None:
+def pid1(plan: LaunchPlan, err_w: int, sources: dict[str, int],
+         idmapped: frozenset[str] | set[str] = frozenset()) -> None:
     """Body of C2: PID 1 of the sandbox. Never returns."""
     step = "start"
     try:
@@ -164,7 +179,7 @@ def pid1(plan: LaunchPlan, err_w: int, sources: dict[str, int]) -> None:
             _loopback_up()
         step = "private mount propagation"           # 8
         k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
-        _build_root(plan, sources)                   # 9
+        _build_root(plan, sources, idmapped)         # 9
         step = "pivot_root"                          # 10
         os.chdir("root")
         k.pivot_root(".", ".")
@@ -388,7 +403,8 @@ def _remount(root_fd: int, path: str, flags: int) -> None:
         os.close(fd)
 
 
-def _build_root(plan: LaunchPlan, sources: dict[str, int]) -> None:
+def _build_root(plan: LaunchPlan, sources: dict[str, int],
+                idmapped: frozenset[str] | set[str] = frozenset()) -> None:
     """Execute the plan's mount steps under ``./root`` (cwd is the runtime folder)."""
     root_fd = None
     for op in plan.mounts:
@@ -402,6 +418,12 @@ def _build_root(plan: LaunchPlan, sources: dict[str, int]) -> None:
                 k.mount("tmpfs", "scratch", "tmpfs", k.MS_NOSUID | k.MS_NODEV, "mode=700")
                 os.mkdir("scratch/upper", 0o755)
                 os.mkdir("scratch/work", 0o700)
+                if idmapped:
+                    for i, p in enumerate(op.source.split(":")):
+                        os.mkdir(f"scratch/l{i}", 0o700)
+                        k.move_mount(sources[p], f"scratch/l{i}")
+                        os.close(sources[p])
+                        sources[p] = os.open(f"scratch/l{i}", _O_PATH_DIR)
                 lowers = ":".join(_fdpath(sources[p]) for p in op.source.split(":"))
                 data = f"lowerdir={lowers},upperdir=scratch/upper,workdir=scratch/work"
                 try:

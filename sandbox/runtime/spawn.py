@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from ..errors import (CommandNotExecutable, CommandNotFound, HostSupportError,
                       SetupError)
-from . import cgroups
+from . import _kernel as k, cgroups
 from .child import FORWARDED_SIGNALS, first_child
 from .plan import LaunchPlan
 
@@ -99,6 +99,31 @@ def _write_maps(pid: int, plan: LaunchPlan) -> None:
         f.write(m.uid_map)
     with open(f"/proc/{pid}/gid_map", "w") as f:
         f.write(m.gid_map)
+
+
+def _idmapped_layers(pid: int, plan: LaunchPlan) -> list[int]:
+    """Detached, read-only copies of the image's layer folders, id-mapped
+    through the sandbox's user namespace, so that files the store owns as
+    host uid/gid 0 belong to the sandbox's root (copy-up into the upper
+    layer works; the layers themselves stay read-only). Empty when the
+    kernel or the file system cannot id-map: the layers are then used as
+    they are (owned by an unmapped id inside)."""
+    layers = [p for op in plan.mounts if op.op == "overlay" for p in op.source.split(":")]
+    fds: list[int] = []
+    userns = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        for p in layers:
+            fd = k.open_tree(p)
+            fds.append(fd)
+            k.mount_setattr_idmap(fd, userns, k.MOUNT_ATTR_RDONLY | k.MOUNT_ATTR_NOSUID
+                                  | k.MOUNT_ATTR_NODEV)
+    except OSError:
+        for fd in fds:
+            os.close(fd)
+        return []
+    finally:
+        os.close(userns)
+    return fds
 
 
 def _error_from_child(raw: bytes, plan: LaunchPlan) -> Exception:
@@ -220,6 +245,12 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
     ready_r, ready_w = _pipe()
     go_r, go_w = _pipe()
     err_r, err_w = _pipe()
+    # image layers and --rootfs folders: P hands C id-mapped copies of them
+    # (see _idmapped_layers), so the sandbox's root owns what host root owns
+    idm_p = idm_c = None
+    if plan.root_kind in ("layers", "dir") and plan.idmap is not None and os.geteuid() == 0:
+        import socket
+        idm_p, idm_c = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     pending: list[int] = []
     effective = None
     net_handle = None
@@ -243,11 +274,15 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
             try:
                 for fd in (ready_r, go_w, err_r):
                     os.close(fd)
-                first_child(plan, parent, ready_w, go_r, err_w, cgroups.join)
+                if idm_p is not None:
+                    idm_p.close()
+                first_child(plan, parent, ready_w, go_r, err_w, cgroups.join, layers_sock=idm_c)
             finally:
                 os._exit(125)   # a forked child never returns into the caller
         for fd in (ready_w, go_r, err_w):
             os.close(fd)
+        if idm_c is not None:
+            idm_c.close()
         _crash_point("forked")
         if on_forked is not None:
             on_forked()
@@ -275,6 +310,14 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
                     except Exception as e:  # noqa: BLE001 - reported, child killed
                         error = e
                         os.kill(c_pid, signal.SIGKILL)
+                if error is None and idm_p is not None:
+                    import socket
+                    fds = _idmapped_layers(c_pid, plan)
+                    try:
+                        socket.send_fds(idm_p, [b"L"], fds)
+                    finally:
+                        for fd in fds:
+                            os.close(fd)
                 if error is None:
                     os.write(go_w, b"G")
                     _crash_point("go-sent")
@@ -317,6 +360,8 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
                 pass
         for s, h in old_handlers.items():
             signal.signal(s, h)
+        if idm_p is not None:
+            idm_p.close()
         _crash_point("teardown")
         if net_handle is not None:
             from ..net import detach

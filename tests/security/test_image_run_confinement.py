@@ -191,11 +191,6 @@ def test_new_file_in_root_under_writable_root_with_landlock(sroot, image, writab
     assert r.returncode == 0 and "done" in r.stdout, r.stderr
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "runtime: layer files are owned by host uid 0, which is outside the sandbox's id map, "
-    "so even with read_only_root=false the image's root cannot replace or remove the "
-    "image's own files (EACCES, or EOVERFLOW on copy-up); needs id-mapped lower layers "
-    "(mount_setattr MOUNT_ATTR_IDMAP) in sandbox/runtime"))
 def test_image_root_can_replace_its_own_files_under_writable_root(
         sroot, image, writable_root_no_landlock_profile):
     r = sb(sroot, "run", "--profile", writable_root_no_landlock_profile, image, "--", "/bin/sh", "-c",
