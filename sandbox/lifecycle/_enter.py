@@ -166,14 +166,8 @@ def _e1(rec: dict, conf: dict, argv: list[str], err_w: int, k) -> None:
     os.close(err_w)
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(s, lambda n, _f: _fwd(pid, n))
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except ChildProcessError:
-            os._exit(125)
-    code = os.waitstatus_to_exitcode(status)
-    os._exit(128 - code if code < 0 else code)
+    from ..runtime.child import exit_like
+    exit_like(pid)
 
 
 def _open_ns(pid: int, conf: dict, k):

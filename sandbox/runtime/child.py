@@ -135,6 +135,12 @@ def first_child(plan: LaunchPlan, parent_pid: int, ready_w: int, go_r: int, err_
     os.close(err_w)
     os.write(ready_w, f"P{pid}\n".encode())
     os.close(ready_w)
+    exit_like(pid)
+
+
+def exit_like(pid: int) -> None:
+    """Wait for child ``pid`` and exit with its status (128+N after signal
+    N), the container convention. Never returns."""
     while True:
         try:
             _, status = os.waitpid(pid, 0)
