@@ -71,7 +71,7 @@ def _report(errfd: int, step: str, err: BaseException, status: int = 125) -> Non
 # ---------------------------------------------------------------- C: step 1-6
 
 def first_child(plan: LaunchPlan, parent_pid: int, ready_w: int, go_r: int, err_w: int,
-                join_cgroups, layers_sock=None) -> None:
+                join_cgroups, layers_sock=None, resume_r: int | None = None) -> None:
     """Body of C. Never returns."""
     step = "start"
     try:
@@ -129,7 +129,7 @@ def first_child(plan: LaunchPlan, parent_pid: int, ready_w: int, go_r: int, err_
     if pid == 0:
         try:
             os.close(ready_w)
-            pid1(plan, err_w, sources, idmapped)
+            pid1(plan, err_w, sources, idmapped, resume_r)
         finally:
             os._exit(125)       # a forked child never returns into the caller
     os.close(err_w)
@@ -172,7 +172,8 @@ def _open_sources(plan: LaunchPlan) -> dict[str, int]:
 
 
 def pid1(plan: LaunchPlan, err_w: int, sources: dict[str, int],
-         idmapped: frozenset[str] | set[str] = frozenset()) -> None:
+         idmapped: frozenset[str] | set[str] = frozenset(),
+         resume_r: int | None = None) -> None:
     """Body of C2: PID 1 of the sandbox. Never returns."""
     step = "start"
     try:
@@ -198,8 +199,7 @@ def pid1(plan: LaunchPlan, err_w: int, sources: dict[str, int],
             step = f"setrlimit {name}"
             resource.setrlimit(getattr(resource, name), (soft, hard))
         step = "close fds"                           # 12
-        k.close_range(3, err_w - 1)
-        k.close_range(err_w + 1)
+        _close_all_but(err_w, resume_r)
         step = "fork payload"
         pid = os.fork()
     except StepError as e:
@@ -208,7 +208,7 @@ def pid1(plan: LaunchPlan, err_w: int, sources: dict[str, int],
         _report(err_w, step, e)
     if pid == 0:
         try:
-            payload(plan, err_w)
+            payload(plan, err_w, resume_r)
         finally:
             os._exit(125)
     os.close(err_w)
@@ -247,8 +247,15 @@ def _reap(plan: LaunchPlan, payload_pid: int) -> None:
 
 # -------------------------------------------------------------- C3: step 13-20
 
-def payload(plan: LaunchPlan, err_w: int) -> None:
-    """Body of C3: finish confinement and execve. Never returns."""
+def payload(plan: LaunchPlan, err_w: int, resume_r: int | None = None) -> None:
+    """Body of C3: finish confinement and execve. Never returns.
+
+    With ``resume_r``, the fully confined process says "S" on the error
+    pipe and waits for the supervisor to read its state from /proc before
+    execve: the state it reads is exactly the one execve carries over
+    (no_new_privs keeps execve from adding anything), and a payload that
+    exits at once can no longer race the read-back.
+    """
     step = "start"
     try:
         for s in FORWARDED_SIGNALS + (signal.SIGPIPE, signal.SIGXFSZ):
@@ -270,6 +277,12 @@ def payload(plan: LaunchPlan, err_w: int) -> None:
         if plan.seccomp is not None:                 # 19
             step = "seccomp"
             k.seccomp_set_filter(plan.seccomp.bpf)
+        if resume_r is not None:
+            step = "read-back handshake"
+            os.write(err_w, b"S\n")
+            if os.read(resume_r, 1) != b"X":
+                os._exit(125)                        # the supervisor is gone
+            os.close(resume_r)
     except BaseException as e:  # noqa: BLE001
         _report(err_w, step, e)
     env = dict(plan.env)
@@ -281,6 +294,15 @@ def payload(plan: LaunchPlan, err_w: int) -> None:
         _report(err_w, "execve", e, 127)
     except OSError as e:
         _report(err_w, "execve", e, 126)
+
+
+def _close_all_but(*keep: int | None) -> None:
+    """Close every fd above 2 except ``keep`` (close-on-exec pipes to P)."""
+    first = 3
+    for fd in sorted(f for f in keep if f is not None and f >= 3):
+        k.close_range(first, fd - 1)
+        first = fd + 1
+    k.close_range(first)
 
 
 def _drop_capabilities(keep: frozenset[str], uid: int = 0, gid: int = 0,

@@ -245,6 +245,7 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
     ready_r, ready_w = _pipe()
     go_r, go_w = _pipe()
     err_r, err_w = _pipe()
+    resume_r, resume_w = _pipe()     # read-back handshake before execve
     # image layers and --rootfs folders: P hands C id-mapped copies of them
     # (see _idmapped_layers), so the sandbox's root owns what host root owns
     idm_p = idm_c = None
@@ -272,14 +273,15 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
         c_pid = os.fork()
         if c_pid == 0:
             try:
-                for fd in (ready_r, go_w, err_r):
+                for fd in (ready_r, go_w, err_r, resume_w):
                     os.close(fd)
                 if idm_p is not None:
                     idm_p.close()
-                first_child(plan, parent, ready_w, go_r, err_w, cgroups.join, layers_sock=idm_c)
+                first_child(plan, parent, ready_w, go_r, err_w, cgroups.join, layers_sock=idm_c,
+                            resume_r=resume_r)
             finally:
                 os._exit(125)   # a forked child never returns into the caller
-        for fd in (ready_w, go_r, err_w):
+        for fd in (ready_w, go_r, err_w, resume_r):
             os.close(fd)
         if idm_c is not None:
             idm_c.close()
@@ -329,16 +331,28 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
                 _crash_point("pid1-known")
                 for s in pending:
                     forward(s, None)
-            raw = _read_all(err_r)          # EOF: the payload was exec'd, or failed
+            ppid = eff = None
+            first = _read_line(err_r)
+            if first == b"S\n":
+                # the payload is fully confined and waits before execve:
+                # read its state now, so even /bin/true cannot race us
+                ppid = _payload_pid(target["pid"]) if target["pid"] else None
+                eff = read_effective(ppid) if (readback and ppid) else None
+                os.write(resume_w, b"X")
+                first = b""
+            os.close(resume_w)
+            resume_w = None
+            raw = first + _read_all(err_r)  # EOF: the payload was exec'd, or failed
             if raw:
                 error = _error_from_child(raw, plan)
             elif on_started is not None or readback:
                 _crash_point("exec-done")
-                ppid = _payload_pid(target["pid"]) if target["pid"] else None
-                eff = read_effective(ppid) if (readback and ppid) else None
                 effective = eff
                 if on_started is not None:
                     on_started(eff, ppid)
+        if resume_w is not None:
+            os.close(resume_w)
+            resume_w = None
         os.close(ready_r)
         os.close(err_r)
         _, status = os.waitpid(c_pid, 0) if wait is None else wait(c_pid)
@@ -352,6 +366,8 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
         return LaunchResult(plan.sandbox_id, code, sig, (time.monotonic() - t0) * 1000,
                             effective, tuple(missing), tuple(leftovers))
     finally:
+        if resume_w is not None:
+            os.close(resume_w)
         if c_pid is not None:       # interrupted: make sure nothing survives
             try:
                 os.kill(c_pid, signal.SIGKILL)
