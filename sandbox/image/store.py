@@ -309,12 +309,22 @@ class ImageStore:
                 if closer:
                     closer()
                     closer = None
-                return self._commit(plan, staged, ws, name=name, sigs=sigs,
-                                    allow_setuid=allow_setuid)
+                rec = self._commit(plan, staged, ws, name=name, sigs=sigs,
+                                   allow_setuid=allow_setuid)
             finally:
                 if closer:
                     closer()
                 rmtree(str(ws))
+        # DESIGN §6: image import is an audit event (after the commit: only
+        # what the store really holds is recorded)
+        from ..audit import record_event
+        record_event(self.paths, "image.import", {
+            "ref": rec.name, "digest": rec.digest, "format": rec.format,
+            "source": str(source), "layers": len(rec.layer_dirs),
+            "signatures": len(rec.signatures), "allow_setuid": rec.allow_setuid,
+            "skipped": [str(x) for x in rec.skipped][:100],
+            "cleared_setuid": [str(x) for x in rec.cleared_setuid][:100]})
+        return rec
 
     def _stage_layers(self, plan, ws: Path, *, allow_setuid, tick, keep_archive):
         """Unpack and check every layer into ``ws``; returns a list of
@@ -624,6 +634,8 @@ class ImageStore:
             finally:
                 db.close()
             self._gc_locked()
+        from ..audit import record_event
+        record_event(self.paths, "image.remove", {"ref": ref, "removed": removed})
         return removed
 
     def gc(self) -> GcReport:

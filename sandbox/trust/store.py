@@ -88,14 +88,10 @@ def _read_key_file(path: Path) -> bytes:
 
 
 def _audit(paths: Paths, kind: str, data: dict) -> None:
-    """Report a trust store change to the audit log, when `sandbox.audit`
-    provides ``record_event(paths, kind, data)``; silently skipped when it
-    does not exist (yet). Errors from the audit log itself propagate: a
-    change that cannot be recorded must not look like a success."""
-    try:
-        from ..audit import record_event  # type: ignore[attr-defined]
-    except ImportError:
-        return
+    """Report a trust store change to the audit log (DESIGN §4, §6).
+    Errors from the audit log propagate: a change that cannot be recorded
+    must not look like a success."""
+    from ..audit import record_event
     record_event(paths, kind, data)
 
 
