@@ -14,9 +14,8 @@ the audit log. Each stage hands a frozen value to the next.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, NamedTuple, Sequence
 
 from .errors import HostSupportError, ProfileError, UsageError
 from .paths import Paths
@@ -24,8 +23,7 @@ from .runtime.plan import LaunchPlan, MountOp, SeccompPlan, build_mounts, build_
 from .runtime.spec import RootFS, RunSpec, Volume
 
 
-@dataclass(frozen=True, slots=True)
-class RunResult:
+class RunResult(NamedTuple):
     """How a sandboxed command ended: ``status`` is its exit status (128+N
     after signal N); ``effective`` the kernel state read back after start."""
 
@@ -152,8 +150,8 @@ class Sandbox:
             env.update(self.env)
             origins = dict(prof.origins)
             origins["process.env"] = "flag --env"
-            prof = replace(prof, process=replace(prof.process, env=tuple(env.items())),
-                           origins=tuple(sorted(origins.items())))
+            prof = prof._replace(process=prof.process._replace(env=tuple(env.items())),
+                                 origins=tuple(sorted(origins.items())))
         return prof
 
     # -- stage 5: the root file system -----------------------------------------
@@ -199,18 +197,18 @@ class Sandbox:
             if sep:
                 env[k] = v
         env.update(self.env)
-        proc = replace(profile.process, env=tuple(env.items()))
+        proc = profile.process._replace(env=tuple(env.items()))
         if cfg.get("WorkingDir") and self.workdir is None:
-            proc = replace(proc, workdir=cfg["WorkingDir"])
+            proc = proc._replace(workdir=cfg["WorkingDir"])
         user = profile.user
         if cfg.get("User") and self.user is None:
             u, _, g = str(cfg["User"]).partition(":")
             if u.isdigit() and (not g or g.isdigit()):
-                user = replace(user, uid=int(u), gid=int(g) if g else int(u))
+                user = user._replace(uid=int(u), gid=int(g) if g else int(u))
             elif u not in ("root", "0"):
                 raise UsageError(f"image user {cfg['User']!r} is a name; sandbox needs numeric ids",
                                  hint="pass --user UID[:GID]")
-        profile = replace(profile, process=proc, user=user)
+        profile = profile._replace(process=proc, user=user)
         return RootFS("layers", layers=tuple(rec.layer_dirs)), tuple(argv), profile
 
     # -- stage 6: the plan -------------------------------------------------------

@@ -15,12 +15,11 @@ folder: ``DIR/config``, ``DIR/state``, ``DIR/run``. Tests always use it.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Paths:
+class Paths(NamedTuple):
     """The three folders. Nothing is created until ``ensure_*`` is called."""
 
     config: Path

@@ -9,8 +9,8 @@ Stable API, used by the launch runtime, trust and image code::
 and for tools: `AuditLog` (append, read, sign, verify), `verify_log`,
 `VerifyResult`, `load_controls`, `evaluate` and `Report`, `render`.
 
-Importing this package is cheap: it loads the writer (`json`, `hashlib`,
-``os``) and nothing else; `sqlite3` is imported on the first write,
+Importing this package is cheap: it loads the writer (`json`, built-in SHA-256
+and BLAKE2b, ``os``) and nothing else; `sqlite3` is imported on the first write,
 `cryptography` only when a key is made or a signature is made or checked,
 and the report machinery only when asked for.
 """

@@ -1,4 +1,4 @@
-"""Canonical JSON and timestamps for audit records (cheap: json, hashlib, time).
+"""Canonical JSON and timestamps for audit records (cheap: json, built-in SHA-256, time).
 
 Canonical form: keys sorted, no insignificant whitespace, UTF-8 (non-ASCII
 kept as is), no NaN or infinity. The same value always gives the same bytes,
@@ -7,10 +7,11 @@ so a record's hash can be recomputed from its parsed content and compared.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
+
+from .._hash import sha256
 
 #: ``prev`` of the first record: 64 zeros (no record before it).
 GENESIS = "0" * 64
@@ -36,7 +37,7 @@ def canonical(value) -> bytes:
 
 
 def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return sha256(data).hexdigest()
 
 
 def utc_now() -> str:

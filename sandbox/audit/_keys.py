@@ -13,7 +13,7 @@ Two uses:
   public key can check offline. `cryptography` is imported only here, and
   only when a key is made or a signature is made or checked (its import
   costs about 13 ms, more than the whole launch-path budget).
-- **Seals**: a keyed BLAKE2b MAC (`hashlib`, no extra import) under a key
+- **Seals**: a keyed BLAKE2b MAC (built in: `sandbox._hash`, no extra import) under a key
   derived from the private key file, put on every record and on the anchor
   at each append. They cost microseconds, so the hot path can seal
   everything it writes and leave the Ed25519 signature to be made in
@@ -23,9 +23,10 @@ Two uses:
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
+
+from .._hash import blake2b, sha256
 
 KEY_NAME = "audit-key"
 PUB_NAME = "audit-key.pub"
@@ -78,7 +79,7 @@ def _pem(label: str, der: bytes) -> bytes:
 
 def fingerprint(raw_public: bytes) -> str:
     """``sha256:<hex>`` of the raw 32-byte public key."""
-    return "sha256:" + hashlib.sha256(raw_public).hexdigest()
+    return "sha256:" + sha256(raw_public).hexdigest()
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> bool:
@@ -141,7 +142,7 @@ def mac_key(state: Path) -> bytes | None:
                 data = f.read()
         except OSError:
             return None
-        k = hashlib.blake2b(b"sandbox audit seal v1\0" + data, digest_size=32).digest()
+        k = blake2b(b"sandbox audit seal v1\0" + data, digest_size=32).digest()
         _mac_cache.clear()
         _mac_cache[ident] = k
     return k
@@ -149,7 +150,7 @@ def mac_key(state: Path) -> bytes | None:
 
 def seal(key: bytes, domain: bytes, message: bytes) -> str:
     """Keyed BLAKE2b-256 of ``domain || 0 || message``, hex."""
-    return hashlib.blake2b(domain + b"\0" + message, key=key, digest_size=32).hexdigest()
+    return blake2b(domain + b"\0" + message, key=key, digest_size=32).hexdigest()
 
 
 def sign(state: Path, message: bytes) -> tuple[str, str]:

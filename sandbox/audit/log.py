@@ -38,7 +38,7 @@ signature over a head, checkable with only the public key
 (``audit verify --public-key``). Importing `cryptography` costs about
 13 ms, far above the launch path's 2 ms budget, so ``launch``, ``exit`` and
 ``insecure-option`` records (`HOT_KINDS`) are only sealed (microseconds,
-`hashlib`), and the signature is brought up to the head:
+BLAKE2b), and the signature is brought up to the head:
 
 1. at once, for every other kind (trust and image changes, refusals: rare,
    and never waiting on a payload);
@@ -79,8 +79,8 @@ hold never names a record they cannot see.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from collections.abc import Iterable, Iterator
 
 from . import _keys
@@ -231,8 +231,7 @@ def unpack_anchor(raw: bytes) -> list[dict]:
     return slots
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     """One audit record as read back. ``time`` is ISO 8601 UTC
     (``2026-11-29T08:18:09.123456Z``); ``prev`` and ``hash`` are hex SHA-256."""
 
@@ -754,6 +753,13 @@ def prepare(paths) -> AuditLog:
                              hint="check that the state folder is writable by this user") from e
         raise
     return log
+
+
+def close_open() -> None:
+    """Close the logs `prepare` and `record_event` opened in this process
+    (the CLI calls it before ending with ``os._exit``)."""
+    while _open:
+        _open.popitem()[1].close()
 
 
 def record_event(paths, kind: str, data: dict) -> int:

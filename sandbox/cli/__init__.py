@@ -50,6 +50,8 @@ def main(argv=None) -> None:
             except KeyboardInterrupt:
                 sys.exit(130)
             sys.stdout.flush()
+            if argv is None:        # the console script, not a caller's main([...])
+                _exit_now(status)
             sys.exit(status)
     import click
     from ._app import cli
@@ -71,6 +73,24 @@ def main(argv=None) -> None:
         sys.exit(141)
     if isinstance(rv, int):
         sys.exit(rv)
+
+
+def _exit_now(status: int) -> None:
+    """End the process with ``status`` without the interpreter's
+    finalization (a garbage collection and the teardown of every module:
+    about 10 ms of a ~80 ms ``sandbox run``). Nothing is lost by it: the
+    ``atexit`` functions run as they would, the launch path writes its
+    files through raw fds and closes them, the audit log's transactions are
+    committed and its connection is closed here, and stdout and stderr are
+    flushed."""
+    import atexit
+    atexit._run_exitfuncs()
+    log = sys.modules.get("sandbox.audit.log")
+    if log is not None:
+        log.close_open()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def _fail(e, debug: bool, status: int) -> None:

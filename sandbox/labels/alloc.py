@@ -41,8 +41,8 @@ import errno
 import fcntl
 import os
 import random
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from ..errors import SetupError
 from .model import Level, LabelRefused, MAX_CATEGORY
@@ -51,8 +51,7 @@ _DIR = "labels"
 _LOCK = ".lock"
 
 
-@dataclass(frozen=True, slots=True)
-class LabelInUse:
+class LabelInUse(NamedTuple):
     """One level held by at least one running sandbox."""
 
     level: Level

@@ -33,7 +33,7 @@ Every parse error is a `LabelError` whose message quotes the bad part.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import SetupError, UsageError
 
@@ -122,24 +122,33 @@ def format_categories(cats) -> str:
     return ",".join(out)
 
 
-@dataclass(frozen=True, slots=True)
-class Level:
-    """One MLS/MCS level: a sensitivity and a set of categories.
-
-    ``Level(0, frozenset({5, 9}))`` is ``s0:c5,c9``.
-    """
-
+class _LevelFields(NamedTuple):
     sensitivity: int = 0
     categories: frozenset[int] = frozenset()
 
-    def __post_init__(self):
-        if not isinstance(self.sensitivity, int) or not 0 <= self.sensitivity <= MAX_SENSITIVITY:
-            raise LabelError(f"bad sensitivity {self.sensitivity!r}: expected 0..{MAX_SENSITIVITY}")
-        if not isinstance(self.categories, frozenset):
-            object.__setattr__(self, "categories", frozenset(self.categories))
-        for c in self.categories:
+
+class Level(_LevelFields):
+    """One MLS/MCS level: a sensitivity and a set of categories.
+
+    ``Level(0, frozenset({5, 9}))`` is ``s0:c5,c9``. Checked when made
+    (also by ``_replace``); any iterable of categories becomes a frozenset.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, sensitivity: int = 0, categories: frozenset[int] = frozenset()):
+        if not isinstance(sensitivity, int) or not 0 <= sensitivity <= MAX_SENSITIVITY:
+            raise LabelError(f"bad sensitivity {sensitivity!r}: expected 0..{MAX_SENSITIVITY}")
+        if not isinstance(categories, frozenset):
+            categories = frozenset(categories)
+        for c in categories:
             if not isinstance(c, int) or not 0 <= c <= MAX_CATEGORY:
                 raise LabelError(f"bad category {c!r}: expected 0..{MAX_CATEGORY}")
+        return super().__new__(cls, sensitivity, categories)
+
+    @classmethod
+    def _make(cls, iterable):       # what _replace calls: check it too
+        return cls(*iterable)
 
     @classmethod
     def parse(cls, text: str) -> "Level":
@@ -167,17 +176,25 @@ class Level:
         return f"s{self.sensitivity}:{cats}" if cats else f"s{self.sensitivity}"
 
 
-@dataclass(frozen=True, slots=True)
-class LevelRange:
-    """An MLS range ``low-high`` (``s0-s0:c0.c1023``); ``high`` must
-    dominate ``low``. A single level parses as a range with equal ends."""
-
+class _LevelRangeFields(NamedTuple):
     low: Level
     high: Level
 
-    def __post_init__(self):
-        if not self.high.dominates(self.low):
-            raise LabelError(f"bad range {self.low}-{self.high}: high does not dominate low")
+
+class LevelRange(_LevelRangeFields):
+    """An MLS range ``low-high`` (``s0-s0:c0.c1023``); ``high`` must
+    dominate ``low``. A single level parses as a range with equal ends."""
+
+    __slots__ = ()
+
+    def __new__(cls, low: Level, high: Level):
+        if not high.dominates(low):
+            raise LabelError(f"bad range {low}-{high}: high does not dominate low")
+        return super().__new__(cls, low, high)
+
+    @classmethod
+    def _make(cls, iterable):       # what _replace calls: check it too
+        return cls(*iterable)
 
     @classmethod
     def parse(cls, text: str) -> "LevelRange":
@@ -212,21 +229,28 @@ class LevelRange:
         return str(self.low) if self.single else f"{self.low}-{self.high}"
 
 
-@dataclass(frozen=True, slots=True)
-class Context:
-    """A security context ``user:role:type:range`` (range as `LevelRange`)."""
-
+class _ContextFields(NamedTuple):
     user: str
     role: str
     type: str
     range: LevelRange
 
-    def __post_init__(self):
-        for what in ("user", "role", "type"):
-            v = getattr(self, what)
+
+class Context(_ContextFields):
+    """A security context ``user:role:type:range`` (range as `LevelRange`)."""
+
+    __slots__ = ()
+
+    def __new__(cls, user: str, role: str, type: str, range: LevelRange):  # noqa: A002
+        for what, v in (("user", user), ("role", role), ("type", type)):
             if not isinstance(v, str) or not _IDENT.match(v):
                 raise LabelError(f"bad {what} {v!r} in context: expected an identifier "
                                  "([A-Za-z_][A-Za-z0-9_.]*)")
+        return super().__new__(cls, user, role, type, range)
+
+    @classmethod
+    def _make(cls, iterable):       # what _replace calls: check it too
+        return cls(*iterable)
 
     @classmethod
     def parse(cls, text: str) -> "Context":

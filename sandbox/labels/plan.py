@@ -20,8 +20,7 @@ The runtime calls, in order (parent unless marked):
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Collection, Sequence
+from typing import Collection, NamedTuple, Sequence
 
 from ..errors import HostSupportError, UsageError
 from .model import Context, Level, LevelRange
@@ -30,27 +29,35 @@ from .volumes import (RELABELS, VolumeGrant, apply_volume_label, decide_volume,
                       resolve_target)
 
 
-@dataclass(frozen=True, slots=True)
-class VolumeRequest:
-    """``--volume SRC:DST[:ro|rw][,z|Z]`` as plain values."""
-
+class _VolumeRequestFields(NamedTuple):
     source: str
     target: str
     mode: str = "rw"
     relabel: str | None = None
 
-    def __post_init__(self):
-        if self.mode not in ("ro", "rw"):
-            raise UsageError(f"volume {self.source}: bad mode {self.mode!r}: expected ro or rw")
-        if self.relabel not in RELABELS:
-            raise UsageError(f"volume {self.source}: bad relabel {self.relabel!r}: "
+
+class VolumeRequest(_VolumeRequestFields):
+    """``--volume SRC:DST[:ro|rw][,z|Z]`` as plain values, checked when
+    made (also by ``_replace``)."""
+
+    __slots__ = ()
+
+    def __new__(cls, source: str, target: str, mode: str = "rw", relabel: str | None = None):
+        if mode not in ("ro", "rw"):
+            raise UsageError(f"volume {source}: bad mode {mode!r}: expected ro or rw")
+        if relabel not in RELABELS:
+            raise UsageError(f"volume {source}: bad relabel {relabel!r}: "
                              "expected z or Z")
-        if not self.target.startswith("/"):
-            raise UsageError(f"volume {self.source}: target {self.target!r} must be absolute")
+        if not target.startswith("/"):
+            raise UsageError(f"volume {source}: target {target!r} must be absolute")
+        return super().__new__(cls, source, target, mode, relabel)
+
+    @classmethod
+    def _make(cls, iterable):       # what _replace calls: check it too
+        return cls(*iterable)
 
 
-@dataclass(frozen=True, slots=True)
-class PlannedVolume:
+class PlannedVolume(NamedTuple):
     """A decided volume. ``target`` is the path inside the sandbox with
     symlinks resolved inside the root file system (the request's own
     target when no root was given); ``host_target`` the host-side mount
@@ -67,8 +74,7 @@ class PlannedVolume:
                 **self.grant.to_dict()}
 
 
-@dataclass(frozen=True, slots=True)
-class LabelPlan:
+class LabelPlan(NamedTuple):
     """The sandbox's label, its volumes' grants, and how they are enforced.
 
     ``landlock`` is None when the profile disables Landlock or the host

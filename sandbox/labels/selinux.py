@@ -27,7 +27,7 @@ container-selinux is the usual choice there.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import HostSupportError, SetupError
 from .model import Context, Level, LevelRange
@@ -72,8 +72,7 @@ def build_mount_context_option(level: Level, *, type_: str = FILE_TYPE) -> str:
     return f'context="{build_file_context(level, type_=type_)}"'
 
 
-@dataclass(frozen=True, slots=True)
-class SELinuxPlan:
+class SELinuxPlan(NamedTuple):
     """What the child applies where SELinux is active (None fields: not
     active, nothing to apply). Shown in the launch plan either way."""
 

@@ -45,8 +45,7 @@ import errno
 import os
 import stat
 from collections import deque
-from dataclasses import dataclass
-from typing import Collection
+from typing import Collection, NamedTuple
 
 from ..errors import HostSupportError, SetupError, UsageError
 from .model import Context, LabelError, LabelRefused, Level, LevelRange
@@ -68,8 +67,7 @@ MODES = ("ro", "rw")
 RELABELS = (None, "z", "Z")
 
 
-@dataclass(frozen=True, slots=True)
-class VolumeGrant:
+class VolumeGrant(NamedTuple):
     """What a volume may be mounted as.
 
     ``mode``: ``"ro"`` or ``"rw"``; ``label``: the volume's level once

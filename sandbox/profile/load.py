@@ -12,12 +12,10 @@ the child, then the same way.
 
 from __future__ import annotations
 
-import difflib
-import hashlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
+from .._hash import sha256
 from .._resources import data_dir
 from ..errors import NotFound, ProfileError
 from . import schema
@@ -28,8 +26,7 @@ from .model import (FilesystemSpec, LabelSpec, LandlockSpec, LimitsSpec,
 _MAX_DEPTH = 16
 
 
-@dataclass(frozen=True, slots=True)
-class ProfileFile:
+class ProfileFile(NamedTuple):
     """One profile file as found: its name, path, and whether it is bundled."""
 
     name: str
@@ -38,7 +35,7 @@ class ProfileFile:
 
     @property
     def digest(self) -> str:
-        return "sha256:" + hashlib.sha256(self.path.read_bytes()).hexdigest()
+        return "sha256:" + sha256(self.path.read_bytes()).hexdigest()
 
 
 def search_dirs(user_dir: Path | None) -> list[tuple[Path, bool]]:
@@ -76,6 +73,7 @@ def locate(ref: str, user_dir: Path | None = None, beside: Path | None = None) -
         p = d / f"{ref}.toml"
         if p.is_file():
             return p.resolve()
+    import difflib  # only for this error's hint
     names = [f.name for f in available(user_dir)]
     close = difflib.get_close_matches(ref, names, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
@@ -120,6 +118,7 @@ def _parse_file(path: Path) -> dict[str, object]:
         try:
             out[key] = schema.check(key, value, path.parent)
         except KeyError:
+            import difflib  # only for this error's hint
             close = difflib.get_close_matches(key, schema.known_keys(), n=1)
             raise ProfileError(f"unknown key {key!r}", source=str(path), key=None,
                                hint=f"did you mean {close[0]!r}?" if close
@@ -129,8 +128,10 @@ def _parse_file(path: Path) -> dict[str, object]:
     return out
 
 
-def _resolve_flat(path: Path, user_dir: Path | None, chain: tuple[Path, ...]) -> dict[str, tuple]:
-    """Dotted key -> (value, origin) for ``path`` with its ``extends`` chain."""
+def _resolve_flat(path: Path, user_dir: Path | None, chain: tuple[Path, ...],
+                  name_out: dict | None = None) -> dict[str, tuple]:
+    """Dotted key -> (value, origin) for ``path`` with its ``extends`` chain.
+    ``name_out``, if given, gets ``path``'s own ``name`` (its ``"name"`` key)."""
     if path in chain:
         raise ProfileError("'extends' forms a cycle: " +
                            " -> ".join(str(p) for p in chain + (path,)), source=str(path),
@@ -147,7 +148,9 @@ def _resolve_flat(path: Path, user_dir: Path | None, chain: tuple[Path, ...]) ->
         except NotFound as e:
             raise ProfileError(e.message, source=str(path), key="extends", hint=e.hint) from None
         result = _resolve_flat(ppath, user_dir, chain + (path,))
-    own.pop("name", None)
+    name = own.pop("name", None)
+    if name_out is not None:
+        name_out["name"] = name
     _apply(result, own, origin)
     return result
 
@@ -180,24 +183,17 @@ def load(ref: str, *, user_dir: Path | None = None,
     like file values. Raises `NotFound` or `ProfileError`.
     """
     path = locate(ref, user_dir)
-    flat = _resolve_flat(path, user_dir, ())
+    top: dict = {}
+    flat = _resolve_flat(path, user_dir, (), top)
     for key, (value, origin) in (overrides or {}).items():
         try:
             checked = schema.check(key, value, Path.cwd())
         except (KeyError, ValueError) as e:
             raise ProfileError(str(e), source=origin) from None
         _apply(flat, {key: checked}, origin)
-    name = _parse_name(path)
+    # the file's own name, from the parse above (not a second parse)
+    name = top.get("name") or path.stem
     return build(name, str(path), flat)
-
-
-def _parse_name(path: Path) -> str:
-    import tomllib
-    try:
-        doc = tomllib.loads(path.read_text())
-    except Exception:  # already validated by _parse_file
-        doc = {}
-    return doc.get("name") or path.stem
 
 
 def build(name: str, source: str, flat: Mapping[str, tuple]) -> Profile:

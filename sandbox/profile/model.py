@@ -8,9 +8,11 @@ a parent profile, a command-line flag, or the built-in default.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
+
+from .._hash import sha256
+from .._values import asdict
 
 NAMESPACES = ("user", "pid", "mount", "net", "uts", "ipc", "cgroup")
 #: Protections a profile may mark optional: the launch goes on without them
@@ -18,8 +20,7 @@ NAMESPACES = ("user", "pid", "mount", "net", "uts", "ipc", "cgroup")
 OPTIONAL_PROTECTIONS = ("seccomp", "landlock", "cgroups", "selinux")
 
 
-@dataclass(frozen=True, slots=True)
-class Namespaces:
+class Namespaces(NamedTuple):
     """True: a new namespace; False: shared with the host ("host" in TOML)."""
 
     user: bool = True
@@ -34,8 +35,7 @@ class Namespaces:
         return tuple(n for n in NAMESPACES if not getattr(self, n))
 
 
-@dataclass(frozen=True, slots=True)
-class UserSpec:
+class UserSpec(NamedTuple):
     uid: int = 0
     gid: int = 0
     #: "auto": a free 65536-id range from /etc/subuid when run by root, the
@@ -43,8 +43,7 @@ class UserSpec:
     map: str = "auto"
 
 
-@dataclass(frozen=True, slots=True)
-class SeccompSpec:
+class SeccompSpec(NamedTuple):
     """``profile`` is an absolute path to OCI/Docker JSON, or None with
     ``unconfined`` True. ``default_action`` overrides the JSON's."""
 
@@ -56,14 +55,12 @@ class SeccompSpec:
     other_abis: str = "same"
 
 
-@dataclass(frozen=True, slots=True)
-class Tmpfs:
+class Tmpfs(NamedTuple):
     path: str
     options: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class FilesystemSpec:
+class FilesystemSpec(NamedTuple):
     read_only_root: bool = True
     tmpfs: tuple[Tmpfs, ...] = ()
     masked_paths: tuple[str, ...] = ()
@@ -71,8 +68,7 @@ class FilesystemSpec:
     allow_setuid: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class LabelSpec:
+class LabelSpec(NamedTuple):
     user: str = "system_u"
     role: str = "system_r"
     type: str = "sandbox_t"
@@ -81,13 +77,11 @@ class LabelSpec:
     allow_unlabelled_ro: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class NetworkSpec:
+class NetworkSpec(NamedTuple):
     mode: str = "none"  # none | host | bridge
 
 
-@dataclass(frozen=True, slots=True)
-class LimitsSpec:
+class LimitsSpec(NamedTuple):
     memory: int | None = None     # bytes
     pids: int | None = None
     nofile: int | None = None     # RLIMIT_NOFILE, soft = hard
@@ -96,21 +90,18 @@ class LimitsSpec:
     core: int | None = 0          # RLIMIT_CORE, bytes
 
 
-@dataclass(frozen=True, slots=True)
-class ProcessSpec:
+class ProcessSpec(NamedTuple):
     env: tuple[tuple[str, str], ...] = ()
     workdir: str = "/"
     hostname: str = "sandbox"
     no_new_privs: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class LandlockSpec:
+class LandlockSpec(NamedTuple):
     enabled: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class Profile:
+class Profile(NamedTuple):
     name: str
     description: str
     source: str                      # file the profile came from
@@ -126,7 +117,21 @@ class Profile:
     landlock: LandlockSpec
     optional: frozenset[str] = frozenset()
     #: dotted key -> where it was set ("profiles/default.toml", "flag --hostname")
-    origins: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+    origins: tuple[tuple[str, str], ...] = ()
+
+    # ``origins`` is not part of equality (nor of the hash): two profiles
+    # with the same settings are equal wherever each value came from.
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self[:-1] == other[:-1]
+
+    def __ne__(self, other):
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    def __hash__(self):
+        return hash(self[:-1])
 
     @property
     def unconfined(self) -> bool:
@@ -145,7 +150,7 @@ class Profile:
         """``sha256:<hex>`` of the canonical JSON of `to_dict` (the seccomp
         JSON is hashed by the filter compiler, not here)."""
         blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()
+        return "sha256:" + sha256(blob.encode()).hexdigest()
 
     def origin(self, key: str) -> str:
         return dict(self.origins).get(key, "built-in default")

@@ -50,8 +50,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
-from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 from ..errors import HostSupportError, SetupError, UsageError
 
@@ -121,23 +120,31 @@ def rights_names(mask: int) -> tuple[str, ...]:
     return tuple(n for n, b in ACCESS_FS.items() if mask & b)
 
 
-@dataclass(frozen=True, slots=True)
-class LandlockRule:
-    """One path-beneath rule: ``path`` as seen inside the sandbox (after
-    ``pivot_root``), an ``access`` keyword (see `ACCESS`), and the nested
-    paths its write rights must not reach (``excludes``, filled in by
-    `build_landlock_rules`)."""
-
+class _LandlockRuleFields(NamedTuple):
     path: str
     access: str
     excludes: tuple[str, ...] = ()
 
-    def __post_init__(self):
-        if self.access not in ACCESS:
-            raise UsageError(f"landlock rule {self.path}: bad access {self.access!r}: "
+
+class LandlockRule(_LandlockRuleFields):
+    """One path-beneath rule: ``path`` as seen inside the sandbox (after
+    ``pivot_root``), an ``access`` keyword (see `ACCESS`), and the nested
+    paths its write rights must not reach (``excludes``, filled in by
+    `build_landlock_rules`). Checked when made (also by ``_replace``)."""
+
+    __slots__ = ()
+
+    def __new__(cls, path: str, access: str, excludes: tuple[str, ...] = ()):
+        if access not in ACCESS:
+            raise UsageError(f"landlock rule {path}: bad access {access!r}: "
                              f"expected one of {', '.join(ACCESS)}")
-        if not self.path.startswith("/"):
-            raise UsageError(f"landlock rule {self.path!r}: path must be absolute")
+        if not path.startswith("/"):
+            raise UsageError(f"landlock rule {path!r}: path must be absolute")
+        return super().__new__(cls, path, access, excludes)
+
+    @classmethod
+    def _make(cls, iterable):       # what _replace calls: check it too
+        return cls(*iterable)
 
     @property
     def rights(self) -> int:
@@ -388,8 +395,7 @@ def _is_dir(fd: int) -> bool:
     return stat.S_ISDIR(os.fstat(fd).st_mode)
 
 
-@dataclass(frozen=True, slots=True)
-class LandlockResult:
+class LandlockResult(NamedTuple):
     """What `apply_landlock` did: the ABI used, the (path, rights) rules
     added, and the paths skipped because they did not exist."""
 

@@ -15,14 +15,13 @@ from __future__ import annotations
 import errno
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-@dataclass(frozen=True, slots=True)
-class CgroupPlan:
+class CgroupPlan(NamedTuple):
     """Folders to create and ``file -> value`` writes in each (plan data only)."""
 
     dirs: tuple[str, ...]

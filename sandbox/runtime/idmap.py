@@ -14,16 +14,15 @@ from __future__ import annotations
 import fcntl
 import os
 import pwd
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from ..errors import HostSupportError
 
 RANGE = 65536
 
 
-@dataclass(frozen=True, slots=True)
-class IdMap:
+class IdMap(NamedTuple):
     """``uid_map``/``gid_map`` lines (``inside outside count``) and whether
     ``setgroups`` must be denied first."""
 

@@ -12,10 +12,12 @@ the child resolves each one under the new root without following symlinks.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from typing import NamedTuple
+
+from .._hash import sha256
+from .._values import asdict
 
 from .cgroups import CgroupPlan
 from .idmap import IdMap
@@ -41,8 +43,7 @@ RLIMITS = {"nofile": "RLIMIT_NOFILE", "nproc": "RLIMIT_NPROC",
            "fsize": "RLIMIT_FSIZE", "core": "RLIMIT_CORE"}
 
 
-@dataclass(frozen=True, slots=True)
-class MountOp:
+class MountOp(NamedTuple):
     """One file-system step of the child's setup.
 
     ``op`` is one of: ``tmpfs``, ``bind``, ``overlay``, ``proc``, ``sysfs``,
@@ -68,16 +69,20 @@ class MountOp:
         return f"{self.op:<10} {self.target}{src}{opts}{why}"
 
 
-@dataclass(frozen=True, slots=True)
-class SeccompPlan:
+class SeccompPlan(NamedTuple):
     """The compiled filter (loaded last, just before execve)."""
 
-    bpf: bytes = field(repr=False)
+    bpf: bytes
     digest: str
     source: str
     default_action: str
     architectures: tuple[str, ...]
     instructions: int
+
+    def __repr__(self) -> str:      # without the program's bytes
+        return (f"SeccompPlan(digest={self.digest!r}, source={self.source!r}, "
+                f"default_action={self.default_action!r}, "
+                f"architectures={self.architectures!r}, instructions={self.instructions!r})")
 
     def to_dict(self) -> dict:
         return {"digest": self.digest, "source": self.source,
@@ -86,8 +91,7 @@ class SeccompPlan:
                 "instructions": self.instructions}
 
 
-@dataclass(frozen=True, slots=True)
-class LaunchPlan:
+class LaunchPlan(NamedTuple):
     """Everything the runtime will do for one sandbox, in order."""
 
     sandbox_id: str
@@ -133,15 +137,15 @@ class LaunchPlan:
             "namespaces": {"new": list(self.namespaces), "host": list(self.shared_namespaces)},
             "idmap": self.idmap.to_dict() if self.idmap else None,
             "root": {"kind": self.root_kind, "base": self.base},
-            "mounts": [asdict(m) for m in self.mounts],
+            "mounts": [m._asdict() for m in self.mounts],
             "capabilities": list(self.capabilities),
             "no_new_privs": self.no_new_privs,
             "rlimits": [list(r) for r in self.rlimits],
             "cgroup": self.cgroup.to_dict() if self.cgroup else None,
             "seccomp": self.seccomp.to_dict() if self.seccomp else None,
             "landlock": {"abi": self.landlock_abi,
-                         "rules": [list(r) if isinstance(r, tuple) else _jsonable(r)
-                                   for r in self.landlock]} if self.landlock_abi else None,
+                         "rules": [_jsonable(r) for r in self.landlock]}
+            if self.landlock_abi else None,
             "label": self.label, "network": self.network,
             "missing": list(self.missing), "insecure_options": list(self.insecure_options),
             "net": self.net.to_dict() if self.net is not None else None,
@@ -162,7 +166,7 @@ class LaunchPlan:
         for m in d["mounts"]:
             m.pop("why", None)    # commentary, which may name the per-launch level
         blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
-        return "sha256:" + hashlib.sha256(blob).hexdigest()
+        return "sha256:" + sha256(blob).hexdigest()
 
     def describe(self) -> list[str]:
         """The plan as numbered, human-readable steps (``--dry-run``)."""
@@ -213,12 +217,15 @@ class LaunchPlan:
 
 
 def _jsonable(v):
+    # A landlock rule: a LandlockRule (a NamedTuple with to_dict, checked
+    # first: it is a tuple too) or a plain (path, access) tuple.
     if hasattr(v, "to_dict"):
         return v.to_dict()
-    try:
+    if hasattr(v, "_asdict"):
         return asdict(v)
-    except TypeError:
-        return str(v)
+    if isinstance(v, tuple):
+        return list(v)
+    return str(v)
 
 
 def _mirror_host_system(mounts: list[MountOp]) -> None:

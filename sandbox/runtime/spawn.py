@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import time
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..errors import (CommandNotExecutable, CommandNotFound, HostSupportError,
                       SetupError)
@@ -26,8 +25,7 @@ from .child import FORWARDED_SIGNALS, first_child
 from .plan import LaunchPlan
 
 
-@dataclass(frozen=True, slots=True)
-class LaunchResult:
+class LaunchResult(NamedTuple):
     """How a sandbox ended.
 
     ``status``: the payload's exit status, or 128+N after signal N.
@@ -41,7 +39,7 @@ class LaunchResult:
     duration_ms: float
     effective: dict | None = None
     missing: tuple[str, ...] = ()
-    leftovers: tuple[str, ...] = field(default=())
+    leftovers: tuple[str, ...] = ()
 
 
 def _pipe():
@@ -81,6 +79,17 @@ def prepare_base(plan: LaunchPlan) -> None:
 
 def remove_base(base: str) -> list[str]:
     """Remove the runtime folder; returns what could not be removed."""
+    try:
+        # The usual case: only the empty mount points `prepare_base` made (the
+        # tmpfs was in the sandbox's mount namespace). rmdir removes them
+        # without importing shutil (and its compression modules, ~1.5 ms).
+        for sub in ("root", "scratch"):
+            os.rmdir(os.path.join(base, sub))
+        os.rmdir(base)
+        return []
+    except OSError:
+        pass                # anything else: remove the whole tree
+    import shutil
     try:
         shutil.rmtree(base)
     except FileNotFoundError:

@@ -6,11 +6,10 @@ it as a list of already verified, unpacked, read-only layer folders.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class RootFS:
+class RootFS(NamedTuple):
     """The root file system of a sandbox.
 
     ``kind``: ``host`` (the embedded default: a read-only view of the host's
@@ -31,8 +30,7 @@ class RootFS:
         return f"image ({len(self.layers)} layers)"
 
 
-@dataclass(frozen=True, slots=True)
-class Volume:
+class Volume(NamedTuple):
     """A host folder or file bound into the sandbox.
 
     ``mode``: ``ro`` or ``rw``; ``relabel``: None, ``z`` (shared) or ``Z``
@@ -45,12 +43,11 @@ class Volume:
     relabel: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class RunSpec:
+class RunSpec(NamedTuple):
     """One launch request: the command and everything not in the profile."""
 
     argv: tuple[str, ...]
-    root: RootFS = field(default_factory=RootFS)
+    root: RootFS = RootFS()
     volumes: tuple[Volume, ...] = ()
     name: str | None = None
     insecure_options: tuple[str, ...] = ()

@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import ctypes
 import errno as _errno
-import hashlib
 import os
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
+from sandbox._hash import sha256
 from sandbox.errors import HostSupportError, ProfileError
 
 #: Bump when the compiler's output for the same inputs changes.
@@ -63,8 +63,7 @@ _TEXT = {v: k for k, v in _SIMPLE.items() if k not in ("kill",)}
 _TEXT["SCMP_ACT_KILL"] = "kill_thread"
 
 
-@dataclass(frozen=True, slots=True)
-class CompiledFilter:
+class CompiledFilter(NamedTuple):
     """A seccomp program ready for `apply_filter`.
 
     ``bpf`` is ``struct sock_filter[]`` (8 bytes an instruction, host byte
@@ -76,7 +75,7 @@ class CompiledFilter:
     ``"kill_process"``, ``"allow"``...). ``rules`` counts libseccomp rules.
     """
 
-    bpf: bytes = field(repr=False)
+    bpf: bytes
     digest: str
     source: str
     source_digest: str
@@ -88,7 +87,24 @@ class CompiledFilter:
     other_abis: str
     flags: tuple[str, ...] = ()
     #: True when read from the cache (not part of equality).
-    cached: bool = field(default=False, compare=False)
+    cached: bool = False
+
+    # ``cached`` (the last field) is left out of equality and the hash.
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self[:-1] == other[:-1]
+
+    def __ne__(self, other):
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    def __hash__(self):
+        return hash(self[:-1])
+
+    def __repr__(self) -> str:      # without the program's bytes
+        return ("CompiledFilter(" + ", ".join(
+            f"{k}={v!r}" for k, v in zip(self._fields, self) if k != "bpf") + ")")
 
     def describe(self) -> dict:
         """A JSON-ready summary for the launch plan, ``--dry-run`` and the audit record."""
@@ -169,11 +185,11 @@ def compile_filter(json_path: str, *, capabilities: frozenset[str],
     override = parse_action(default_action) if default_action is not None else None
     caps = frozenset(capabilities)
     uname = os.uname()
-    source_digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    source_digest = "sha256:" + sha256(data).hexdigest()
 
     key = None
     if cache_dir is not None:
-        key = hashlib.sha256(b"\0".join([
+        key = sha256(b"\0".join([
             _CACHE_FORMAT, data, ",".join(sorted(caps)).encode(),
             (default_action or "").encode(), other_abis.encode(), uname.machine.encode(),
             libseccomp_version().encode(), uname.release.encode()])).hexdigest()
@@ -181,7 +197,7 @@ def compile_filter(json_path: str, *, capabilities: frozenset[str],
         if hit is not None:
             bpf, meta = hit
             return CompiledFilter(
-                bpf=bpf, digest="sha256:" + hashlib.sha256(bpf).hexdigest(),
+                bpf=bpf, digest="sha256:" + sha256(bpf).hexdigest(),
                 source=str(json_path), source_digest=source_digest,
                 architectures=tuple(meta["architectures"]), skipped=tuple(meta["skipped"]),
                 instructions=len(bpf) // 8, default_action=meta["default_action"][0],
@@ -197,7 +213,7 @@ def compile_filter(json_path: str, *, capabilities: frozenset[str],
                            f"the kernel's limit of {_MAX_INSNS}", source=str(json_path),
                            hint="merge rules or drop argument conditions")
     result = CompiledFilter(
-        bpf=bpf, digest="sha256:" + hashlib.sha256(bpf).hexdigest(), source=str(json_path),
+        bpf=bpf, digest="sha256:" + sha256(bpf).hexdigest(), source=str(json_path),
         source_digest=source_digest, architectures=arches, skipped=skipped,
         instructions=len(bpf) // 8, default_action=_action_text(*default), rules=nrules,
         other_abis=other_abis, flags=profile.flags)

@@ -9,7 +9,6 @@ mount, refused it).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import tempfile
@@ -54,8 +53,8 @@ def _run(tmp_path, with_landlock):
     base = sb.resolve_profile()
     with allocate_level(sb.paths, owner="t") as lease:
         # the sandbox runs at the lease's level (planned without a second lease)
-        prof = dataclasses.replace(base, optional=base.optional | {"landlock"},
-                                   label=dataclasses.replace(base.label, level=str(lease.level)))
+        prof = base._replace(optional=base.optional | {"landlock"},
+                             label=base.label._replace(level=str(lease.level)))
         sb.resolve_profile = lambda: prof
         apply_volume_label(ro, Level(0), selinux=False)
         apply_volume_label(rw, lease.level, selinux=False)
@@ -68,15 +67,15 @@ def _run(tmp_path, with_landlock):
         # The label grants /shared read-only and the runtime mounts it so;
         # to show Landlock refuses on its own, mount it read-write here, as
         # a mistake in the mount layer would.
-        plan = dataclasses.replace(plan, mounts=tuple(
-            dataclasses.replace(m, options="rw") if m.op == "bind" and m.target == "/shared"
+        plan = plan._replace(mounts=tuple(
+            m._replace(options="rw") if m.op == "bind" and m.target == "/shared"
             else m for m in plan.mounts))
         assert any(m.target == "/shared" and m.options == "rw" for m in plan.mounts)
         if with_landlock:
-            plan = dataclasses.replace(plan, landlock=lp.landlock,
-                                       landlock_abi=lp.landlock_abi, missing=())
+            plan = plan._replace(landlock=lp.landlock,
+                                 landlock_abi=lp.landlock_abi, missing=())
         else:
-            plan = dataclasses.replace(plan, landlock=(), landlock_abi=0)
+            plan = plan._replace(landlock=(), landlock_abi=0)
         from sandbox.errors import HostSupportError
         try:
             res = launch(plan)
