@@ -25,3 +25,23 @@ def asdict(value):
     if isinstance(value, dict):
         return {asdict(k): asdict(v) for k, v in value.items()}
     return value
+
+
+def ignore_last_field_in_eq(cls):
+    """Class decorator: equality and hash of a NamedTuple ``cls`` leave out
+    its last field (what `dataclasses.field(compare=False)` did), e.g. where
+    a value came from, or whether it was read from a cache."""
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self[:-1] == other[:-1]
+
+    def __ne__(self, other):
+        eq = __eq__(self, other)
+        return eq if eq is NotImplemented else not eq
+
+    def __hash__(self):
+        return hash(self[:-1])
+
+    cls.__eq__, cls.__ne__, cls.__hash__ = __eq__, __ne__, __hash__
+    return cls

@@ -12,7 +12,7 @@ import json
 from typing import NamedTuple
 
 from .._hash import sha256
-from .._values import asdict
+from .._values import asdict, ignore_last_field_in_eq
 
 NAMESPACES = ("user", "pid", "mount", "net", "uts", "ipc", "cgroup")
 #: Protections a profile may mark optional: the launch goes on without them
@@ -101,6 +101,7 @@ class LandlockSpec(NamedTuple):
     enabled: bool = True
 
 
+@ignore_last_field_in_eq          # origins: where values came from, not what they are
 class Profile(NamedTuple):
     name: str
     description: str
@@ -118,20 +119,6 @@ class Profile(NamedTuple):
     optional: frozenset[str] = frozenset()
     #: dotted key -> where it was set ("profiles/default.toml", "flag --hostname")
     origins: tuple[tuple[str, str], ...] = ()
-
-    # ``origins`` is not part of equality (nor of the hash): two profiles
-    # with the same settings are equal wherever each value came from.
-    def __eq__(self, other):
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self[:-1] == other[:-1]
-
-    def __ne__(self, other):
-        eq = self.__eq__(other)
-        return eq if eq is NotImplemented else not eq
-
-    def __hash__(self):
-        return hash(self[:-1])
 
     @property
     def unconfined(self) -> bool:

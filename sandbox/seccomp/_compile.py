@@ -38,6 +38,7 @@ import os
 from typing import NamedTuple
 
 from sandbox._hash import sha256
+from sandbox._values import ignore_last_field_in_eq
 from sandbox.errors import HostSupportError, ProfileError
 
 #: Bump when the compiler's output for the same inputs changes.
@@ -63,6 +64,7 @@ _TEXT = {v: k for k, v in _SIMPLE.items() if k not in ("kill",)}
 _TEXT["SCMP_ACT_KILL"] = "kill_thread"
 
 
+@ignore_last_field_in_eq          # cached: read from the cache or not
 class CompiledFilter(NamedTuple):
     """A seccomp program ready for `apply_filter`.
 
@@ -88,19 +90,6 @@ class CompiledFilter(NamedTuple):
     flags: tuple[str, ...] = ()
     #: True when read from the cache (not part of equality).
     cached: bool = False
-
-    # ``cached`` (the last field) is left out of equality and the hash.
-    def __eq__(self, other):
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self[:-1] == other[:-1]
-
-    def __ne__(self, other):
-        eq = self.__eq__(other)
-        return eq if eq is NotImplemented else not eq
-
-    def __hash__(self):
-        return hash(self[:-1])
 
     def __repr__(self) -> str:      # without the program's bytes
         return ("CompiledFilter(" + ", ".join(
