@@ -19,7 +19,8 @@ from typing import Iterable, Mapping, NamedTuple, Sequence
 
 from .errors import HostSupportError, ProfileError, UsageError
 from .paths import Paths
-from .runtime.plan import LaunchPlan, MountOp, SeccompPlan, build_mounts, build_rlimits
+from .runtime.plan import (LaunchPlan, MountOp, SeccompPlan, build_mounts, build_rlimits,
+                           with_home)
 from .runtime.spec import RootFS, RunSpec, Volume
 
 
@@ -56,11 +57,75 @@ def parse_volume(text: str) -> Volume:
     if not dst.startswith("/") or ".." in dst.split("/"):
         raise UsageError(f"bad --volume {text!r}: the target must be an absolute path "
                          "without '..'")
+    top = "/" + dst.strip("/").split("/")[0] if dst.strip("/") else "/"
+    if top in ("/", "/proc", "/dev", "/sys"):
+        raise UsageError(f"bad --volume {text!r}: a volume cannot cover {top}",
+                         hint="mount it somewhere else, e.g. /mnt/NAME")
     if any(c in src for c in ",\0") or any(c in dst for c in ",\0"):
         raise UsageError(f"bad --volume {text!r}: paths may not contain ',' or NUL")
     if not os.path.exists(src):
         raise UsageError(f"--volume source {src!r} does not exist")
     return Volume(os.path.realpath(src), os.path.normpath(dst), mode, relabel)
+
+
+def _volume(v) -> Volume:
+    """A `Volume`, ``"SRC:DST[:ro|rw]"``, or ``(SRC, DST[, MODE])``."""
+    if isinstance(v, Volume):
+        return v
+    if isinstance(v, (tuple, list)) and 2 <= len(v) <= 3 and all(isinstance(x, str) for x in v):
+        return parse_volume(":".join(v))
+    if isinstance(v, str):
+        return parse_volume(v)
+    raise UsageError(f"bad volume {v!r}", hint="give 'SRC:DST[:ro|rw]' or (SRC, DST[, MODE])")
+
+
+def _env(env) -> dict[str, str]:
+    import re
+    out = {}
+    for k, v in dict(env or {}).items():
+        if not isinstance(k, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
+            raise UsageError(f"bad environment variable name {k!r}")
+        if not isinstance(v, str) or "\0" in v:
+            raise UsageError(f"the value of {k} must be a string without NUL")
+        out[k] = v
+    return out
+
+
+def _user(user) -> tuple[int, int] | None:
+    if user is None:
+        return None
+    if isinstance(user, str):
+        return parse_user(user)
+    if isinstance(user, int) and not isinstance(user, bool):
+        return parse_user(str(user))
+    if isinstance(user, (tuple, list)) and len(user) == 2 and \
+            all(isinstance(x, int) and not isinstance(x, bool) for x in user):
+        return parse_user(f"{user[0]}:{user[1]}")
+    raise UsageError(f"bad user {user!r}", hint="give UID, (UID, GID) or 'UID:GID'")
+
+
+def _argv(argv) -> tuple[str, ...]:
+    if isinstance(argv, (str, bytes)) or not all(isinstance(a, str) for a in argv):
+        raise UsageError("the command must be a list of strings, e.g. ['sh', '-c', 'echo hi']")
+    if any("\0" in a for a in argv):
+        raise UsageError("the command's arguments may not contain NUL")
+    return tuple(argv)
+
+
+def _check_ids_mapped(idm, uid: int, gid: int) -> None:
+    """`UsageError` unless ``uid``/``gid`` lie inside the sandbox's id maps
+    (an unmapped id would fail deep in setup with EINVAL)."""
+    def inside(map_text: str, n: int) -> bool:
+        for line in map_text.strip().splitlines():
+            first, _, count = (int(x) for x in line.split())
+            if first <= n < first + count:
+                return True
+        return False
+    if not inside(idm.uid_map, uid) or not inside(idm.gid_map, gid):
+        spans = ", ".join(f"{a}-{int(a) + int(c) - 1}" for a, _, c in
+                          (line.split() for line in idm.uid_map.strip().splitlines()))
+        raise UsageError(f"user {uid}:{gid} is not mapped in this sandbox (ids {spans} are)",
+                         hint="pick --user inside that range")
 
 
 def parse_user(text: str) -> tuple[int, int]:
@@ -101,12 +166,15 @@ class Sandbox:
         self.profile_ref = profile
         self.rootfs = None if rootfs is None else str(rootfs)
         self.image = image
-        self.volumes = tuple(v if isinstance(v, Volume) else parse_volume(v) for v in volumes)
+        self.volumes = tuple(_volume(v) for v in volumes)
+        if name is not None:
+            from .runtime.supervise import _check_name
+            _check_name(name)
         self.name = name
         self.hostname = hostname
-        self.env = dict(env or {})
+        self.env = _env(env)
         self.workdir = workdir
-        self.user = parse_user(user) if isinstance(user, str) else user
+        self.user = _user(user)
         self.insecure_options = tuple(insecure_options)
         # network (issue 7): "bridge:NAME" names the bridge; ports and name
         # servers are parsed here so a bad one fails before anything else
@@ -217,6 +285,7 @@ class Sandbox:
         """Resolve everything and build the `LaunchPlan` without touching the
         kernel. Reservations (id range) made for the plan are appended to
         ``reservations`` (released by the caller), or released at once."""
+        argv = _argv(argv)
         profile = self.resolve_profile()
         sid = sandbox_id or os.urandom(6).hex()
         root = self._root()
@@ -264,6 +333,7 @@ class Sandbox:
             else:
                 res.release()
             idm = res.idmap
+            _check_ids_mapped(idm, profile.user.uid, profile.user.gid)
 
         # cgroups
         from .runtime import cgroups
@@ -290,6 +360,7 @@ class Sandbox:
             sc = SeccompPlan(cf.bpf, cf.digest, cf.source, cf.default_action,
                              cf.architectures, cf.instructions)
 
+        profile = with_home(profile, spec.root.kind)
         # label (stage 7): a level no other running sandbox holds; volumes
         # decided against it; Landlock rules that enforce the decision
         from .labels.alloc import allocate_level, labels_in_use

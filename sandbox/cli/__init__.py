@@ -49,7 +49,9 @@ def main(argv=None) -> None:
                 _fail(e, debug, 125 if e.run_status == 2 else e.run_status)
             except KeyboardInterrupt:
                 sys.exit(130)
-            sys.stdout.flush()
+            except OSError as e:
+                _fail_os(e, debug, 125)
+            _flush()
             if argv is None:        # the console script, not a caller's main([...])
                 _exit_now(status)
             sys.exit(status)
@@ -71,6 +73,8 @@ def main(argv=None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(141)
+    except OSError as e:
+        _fail_os(e, debug, 125 if is_run else 1)
     if isinstance(rv, int):
         sys.exit(rv)
 
@@ -88,15 +92,42 @@ def _exit_now(status: int) -> None:
     log = sys.modules.get("sandbox.audit.log")
     if log is not None:
         log.close_open()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    _flush()
     os._exit(status)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):     # None when the caller closed it
+        if stream is not None:
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+
+
+def _fail_os(e: OSError, debug: bool, status: int) -> None:
+    """An unexpected OSError (a --root that is a file, a folder we may not
+    write): one line naming the path, not a traceback."""
+    if debug:
+        import traceback
+        traceback.print_exc()
+    where = f" {e.filename}" if getattr(e, "filename", None) else ""
+    _write_err(f"sandbox: cannot use{where}: {e.strerror or e}\n"
+               "sandbox: check the path (--root must be a folder you can write)\n")
+    sys.exit(status)
+
+
+def _write_err(text: str) -> None:
+    if sys.stderr is not None:
+        try:
+            sys.stderr.write(text)
+        except (OSError, ValueError):
+            pass
 
 
 def _fail(e, debug: bool, status: int) -> None:
     if debug:
         import traceback
         traceback.print_exc()
-    for line in e.lines():
-        sys.stderr.write(f"sandbox: {line}\n")
+    _write_err("".join(f"sandbox: {line}\n" for line in e.lines()))
     sys.exit(status)

@@ -115,6 +115,9 @@ def execute(*, root, image, profile, rootfs, volumes, name, hostname, env, workd
     if not argv and image is None:
         raise UsageError("no command given", hint="sandbox run [OPTIONS] [IMAGE] -- CMD [ARGS...]")
     opts = tuple(o for o in insecure.split(",") if o)
+    for o in opts:
+        if o != "image":
+            raise UsageError(f"unknown insecure option {o!r}", hint="the only one is 'image'")
     if opts:
         sys.stderr.write(f"sandbox: WARNING: insecure options in use: {', '.join(opts)} "
                          "(recorded in the audit log)\n")

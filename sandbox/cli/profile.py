@@ -89,5 +89,5 @@ def validate(obj, file):
         if cf.skipped:
             extra += f" (skipped unknown: {', '.join(cf.skipped)})"
     else:
-        extra = "; no seccomp filter (unconfined)"
+        extra = "; WARNING: no seccomp filter (unconfined): every launch is flagged by audit reports"
     click.echo(f"{file}: valid profile {p.name!r}{extra}")

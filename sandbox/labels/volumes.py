@@ -63,6 +63,10 @@ PROTECTED_PATHS = frozenset({
     "/var", "/var/lib", "/var/tmp",
 })
 
+#: Host trees nothing below which may be relabelled (the host's own files).
+SYSTEM_TREES = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+                "/boot", "/dev", "/proc", "/sys")
+
 MODES = ("ro", "rw")
 RELABELS = (None, "z", "Z")
 
@@ -215,7 +219,7 @@ def check_relabel_path(path: str | os.PathLike) -> str:
     """The real path of a volume that may be relabelled; raises
     `LabelRefused` for a host system folder (`PROTECTED_PATHS`)."""
     real = os.path.realpath(os.fspath(path))
-    if real in PROTECTED_PATHS:
+    if real in PROTECTED_PATHS or any(real.startswith(t + "/") for t in SYSTEM_TREES):
         raise LabelRefused(f"volume {real}: relabelling a host system folder is refused; "
                            "use a folder of its own")
     return real

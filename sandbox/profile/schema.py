@@ -16,7 +16,19 @@ import re
 from pathlib import Path
 
 from .. import capabilities as caps
+from .._resources import data_dir
 from .model import OPTIONAL_PROTECTIONS
+
+#: Locked down by default: a profile that does not say otherwise (even one
+#: written without ``extends``) gets the bundled seccomp allow-list and
+#: Docker's masked and read-only paths (moby oci/defaults.go).
+DEFAULT_SECCOMP = str(data_dir("profiles") / "seccomp" / "default.json")
+DEFAULT_MASKED_PATHS = (
+    "/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+    "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+    "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap")
+DEFAULT_READ_ONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+                           "/proc/sysrq-trigger")
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b?)\s*$", re.I)
 _HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
@@ -194,13 +206,13 @@ SCHEMA: dict[str, tuple] = {
     "user.gid": (_int(0, 2**32 - 2), 0),
     "user.map": (_choice("auto", "identity"), "auto"),
     "capabilities.retain": (_caps, ()),
-    "seccomp.profile": (_seccomp_profile, None),
+    "seccomp.profile": (_seccomp_profile, DEFAULT_SECCOMP),
     "seccomp.default_action": (_seccomp_action, None),
     "seccomp.other_abis": (_choice("same", "kill"), "same"),
     "filesystem.read_only_root": (_bool, True),
     "filesystem.tmpfs": (_list_of(_tmpfs), ()),
-    "filesystem.masked_paths": (_list_of(_abs_path), ()),
-    "filesystem.read_only_paths": (_list_of(_abs_path), ()),
+    "filesystem.masked_paths": (_list_of(_abs_path), DEFAULT_MASKED_PATHS),
+    "filesystem.read_only_paths": (_list_of(_abs_path), DEFAULT_READ_ONLY_PATHS),
     "filesystem.allow_setuid": (_bool, False),
     "label.user": (_str, "system_u"),
     "label.role": (_str, "system_r"),

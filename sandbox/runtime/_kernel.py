@@ -216,3 +216,25 @@ def move_mount(fd: int, target: str) -> None:
     _check(_libc.syscall(ctypes.c_long(_NR["move_mount"]), ctypes.c_int(fd), b"",
                          ctypes.c_int(-100), _b(target),
                          ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)), "move_mount")
+
+
+PR_SET_NAME = 15
+
+
+def set_cmdline(title: str) -> None:
+    """Make /proc/self/cmdline read ``title`` and /proc/self/comm its first
+    15 bytes, by overwriting the process's own argument area in place.
+
+    The area's bounds come from /proc/self/stat (arg_start, arg_end: fields
+    48 and 49, proc(5)), so nothing outside it is touched, whatever the
+    length of the original command line. Only for a forked child: the
+    interpreter keeps its own copies of argv.
+    """
+    with open("/proc/self/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    start, end = int(fields[45]), int(fields[46])   # fields 48, 49 (1-based, after pid/comm)
+    raw = title.encode()[: max(0, end - start - 1)]
+    if end > start:
+        ctypes.memset(start, 0, end - start)
+        ctypes.memmove(start, raw, len(raw))
+    prctl(PR_SET_NAME, ctypes.cast(ctypes.c_char_p(raw[:15]), ctypes.c_void_p).value or 0)

@@ -180,7 +180,7 @@ def pid1(plan: LaunchPlan, err_w: int, sources: dict[str, int],
         step = "parent-death signal"
         k.prctl(k.PR_SET_PDEATHSIG, signal.SIGKILL)
         os.setsid()          # out of the caller's process group: ^C reaches P only
-        prctl.set_proctitle("sandbox-init")   # the host's command line stays outside
+        k.set_cmdline("sandbox-init")   # the host's command line stays outside
         if "net" in plan.namespaces:
             step = "bring up lo"                     # 7
             _loopback_up()
@@ -220,10 +220,15 @@ def pid1(plan: LaunchPlan, err_w: int, sources: dict[str, int],
 
 def _reap(plan: LaunchPlan, payload_pid: int) -> None:
     def forward(signum, _frame):
+        # to the payload's whole process group (it is a session leader), so
+        # a shell's children get ^C too; the leader alone if it moved them
         try:
-            os.kill(payload_pid, signum)
+            os.killpg(payload_pid, signum)
         except ProcessLookupError:
-            pass
+            try:
+                os.kill(payload_pid, signum)
+            except ProcessLookupError:
+                pass
     for s in FORWARDED_SIGNALS:
         signal.signal(s, forward)
     # PID 1 keeps nothing the payload could use: no capabilities, not

@@ -264,6 +264,19 @@ def _dev(mounts: list[MountOp]) -> None:
     mounts.append(MountOp("remount-ro", "/dev", why="no new device nodes"))
 
 
+def with_home(profile, root_kind: str):
+    """The profile with a tmpfs on $HOME added when the root is the host
+    view (whose home folders are not shown), so the payload has a writable
+    home and Landlock grants it like any other tmpfs. Pure."""
+    home = dict(profile.process.env).get("HOME", "/root")
+    fs = profile.filesystem
+    if root_kind != "host" or any(t.path == home for t in fs.tmpfs):
+        return profile
+    from ..profile.model import Tmpfs
+    return profile._replace(filesystem=fs._replace(
+        tmpfs=fs.tmpfs + (Tmpfs(home, "mode=700,size=64m"),)))
+
+
 def build_mounts(profile, spec, volumes_ops: tuple[MountOp, ...] = ()) -> tuple[MountOp, ...]:
     """The ordered file-system steps for ``profile`` and ``spec.root``.
 
@@ -288,12 +301,7 @@ def build_mounts(profile, spec, volumes_ops: tuple[MountOp, ...] = ()) -> tuple[
                      else "host pid namespace: host /proc bound"))
     _dev(m)
     m.append(MountOp("sysfs", "/sys", options="ro,nosuid,nodev,noexec"))
-    home = dict(profile.process.env).get("HOME", "/root")
-    tmpfs = list(fs.tmpfs)
-    if root.kind == "host" and not any(t.path == home for t in tmpfs):
-        from ..profile.model import Tmpfs
-        tmpfs.append(Tmpfs(home, "mode=700,size=64m"))
-    for t in tmpfs:
+    for t in fs.tmpfs:
         m.append(MountOp("tmpfs", t.path, options=t.options or "mode=755",
                          why="writable scratch space"))
     m.extend(volumes_ops)

@@ -65,6 +65,19 @@ def _read_all(fd: int) -> bytes:
         chunks.append(c)
 
 
+def _ensure_stdio() -> None:
+    """Open /dev/null on any of fds 0, 1, 2 the caller closed, so that no
+    pipe of ours lands there and becomes the payload's stdin/out/err."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            nfd = os.open("/dev/null", os.O_RDWR)
+            if nfd != fd:
+                os.dup2(nfd, fd, inheritable=True)
+                os.close(nfd)
+
+
 def prepare_base(plan: LaunchPlan) -> None:
     """Create the runtime folder and the mount points the child needs,
     owned by the sandbox's root so it can use them after setresuid."""
@@ -251,6 +264,7 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
                          step="runtime folder") from None
     _crash_point("base-created")
 
+    _ensure_stdio()
     ready_r, ready_w = _pipe()
     go_r, go_w = _pipe()
     err_r, err_w = _pipe()
@@ -264,16 +278,21 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
     pending: list[int] = []
     effective = None
     net_handle = None
-    target = {"pid": None}
+    target = {"pid": None, "stops": 0}
 
     def forward(signum, _frame):
+        if signum in (signal.SIGINT, signal.SIGTERM):
+            target["stops"] += 1
         if target["pid"] is None:
             pending.append(signum)
-        else:
-            try:
-                os.kill(target["pid"], signum)
-            except ProcessLookupError:
-                pass
+            return
+        # a payload that ignores two requests to stop is killed at the
+        # third: SIGKILL to PID 1 ends the whole pid namespace
+        sig = signal.SIGKILL if target["stops"] >= 3 else signum
+        try:
+            os.kill(target["pid"], sig)
+        except ProcessLookupError:
+            pass
 
     old_handlers = {s: signal.signal(s, forward) for s in FORWARDED_SIGNALS}
     parent = os.getpid()

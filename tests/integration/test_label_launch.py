@@ -9,9 +9,27 @@ import subprocess
 
 import pytest
 
-from helpers import IS_ROOT, SANDBOX, run_sandbox, world_dir
+import shutil
+
+from helpers import IS_ROOT, SANDBOX, run_sandbox
+from helpers import world_dir as _world_dir
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="launches need root here (subordinate ids)")
+
+_made: list = []
+
+
+def world_dir(prefix):
+    d = _world_dir(prefix)
+    _made.append(d)
+    return d
+
+
+@pytest.fixture(autouse=True)
+def _cleanup_world_dirs():
+    yield
+    while _made:
+        shutil.rmtree(_made.pop(), ignore_errors=True)
 
 
 def _labels_from_audit(root) -> list[str]:
