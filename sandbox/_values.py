@@ -45,3 +45,10 @@ def ignore_last_field_in_eq(cls):
 
     cls.__eq__, cls.__ne__, cls.__hash__ = __eq__, __ne__, __hash__
     return cls
+
+
+def checked(cls):
+    """Class decorator for a NamedTuple subclass whose ``__new__`` validates:
+    makes ``_replace`` (which builds through ``_make``) validate too."""
+    cls._make = classmethod(lambda c, iterable: c(*iterable))
+    return cls

@@ -32,6 +32,8 @@ Every parse error is a `LabelError` whose message quotes the bad part.
 
 from __future__ import annotations
 
+from .._values import checked
+
 import re
 from typing import NamedTuple
 
@@ -127,6 +129,7 @@ class _LevelFields(NamedTuple):
     categories: frozenset[int] = frozenset()
 
 
+@checked
 class Level(_LevelFields):
     """One MLS/MCS level: a sensitivity and a set of categories.
 
@@ -145,10 +148,6 @@ class Level(_LevelFields):
             if not isinstance(c, int) or not 0 <= c <= MAX_CATEGORY:
                 raise LabelError(f"bad category {c!r}: expected 0..{MAX_CATEGORY}")
         return super().__new__(cls, sensitivity, categories)
-
-    @classmethod
-    def _make(cls, iterable):       # what _replace calls: check it too
-        return cls(*iterable)
 
     @classmethod
     def parse(cls, text: str) -> "Level":
@@ -181,6 +180,7 @@ class _LevelRangeFields(NamedTuple):
     high: Level
 
 
+@checked
 class LevelRange(_LevelRangeFields):
     """An MLS range ``low-high`` (``s0-s0:c0.c1023``); ``high`` must
     dominate ``low``. A single level parses as a range with equal ends."""
@@ -191,10 +191,6 @@ class LevelRange(_LevelRangeFields):
         if not high.dominates(low):
             raise LabelError(f"bad range {low}-{high}: high does not dominate low")
         return super().__new__(cls, low, high)
-
-    @classmethod
-    def _make(cls, iterable):       # what _replace calls: check it too
-        return cls(*iterable)
 
     @classmethod
     def parse(cls, text: str) -> "LevelRange":
@@ -236,6 +232,7 @@ class _ContextFields(NamedTuple):
     range: LevelRange
 
 
+@checked
 class Context(_ContextFields):
     """A security context ``user:role:type:range`` (range as `LevelRange`)."""
 
@@ -247,10 +244,6 @@ class Context(_ContextFields):
                 raise LabelError(f"bad {what} {v!r} in context: expected an identifier "
                                  "([A-Za-z_][A-Za-z0-9_.]*)")
         return super().__new__(cls, user, role, type, range)
-
-    @classmethod
-    def _make(cls, iterable):       # what _replace calls: check it too
-        return cls(*iterable)
 
     @classmethod
     def parse(cls, text: str) -> "Context":

@@ -19,6 +19,8 @@ The runtime calls, in order (parent unless marked):
 
 from __future__ import annotations
 
+from .._values import checked
+
 import os
 from typing import Collection, NamedTuple, Sequence
 
@@ -36,6 +38,7 @@ class _VolumeRequestFields(NamedTuple):
     relabel: str | None = None
 
 
+@checked
 class VolumeRequest(_VolumeRequestFields):
     """``--volume SRC:DST[:ro|rw][,z|Z]`` as plain values, checked when
     made (also by ``_replace``)."""
@@ -51,10 +54,6 @@ class VolumeRequest(_VolumeRequestFields):
         if not target.startswith("/"):
             raise UsageError(f"volume {source}: target {target!r} must be absolute")
         return super().__new__(cls, source, target, mode, relabel)
-
-    @classmethod
-    def _make(cls, iterable):       # what _replace calls: check it too
-        return cls(*iterable)
 
 
 class PlannedVolume(NamedTuple):

@@ -47,6 +47,8 @@ when a read-only volume is at ``/data`` under a writable root).
 
 from __future__ import annotations
 
+from .._values import checked
+
 import errno
 import os
 import struct
@@ -126,6 +128,7 @@ class _LandlockRuleFields(NamedTuple):
     excludes: tuple[str, ...] = ()
 
 
+@checked
 class LandlockRule(_LandlockRuleFields):
     """One path-beneath rule: ``path`` as seen inside the sandbox (after
     ``pivot_root``), an ``access`` keyword (see `ACCESS`), and the nested
@@ -141,10 +144,6 @@ class LandlockRule(_LandlockRuleFields):
         if not path.startswith("/"):
             raise UsageError(f"landlock rule {path!r}: path must be absolute")
         return super().__new__(cls, path, access, excludes)
-
-    @classmethod
-    def _make(cls, iterable):       # what _replace calls: check it too
-        return cls(*iterable)
 
     @property
     def rights(self) -> int:
