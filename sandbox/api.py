@@ -433,6 +433,7 @@ class Sandbox:
             except SandboxError as e:
                 self._record("refusal", _refusal(sid, e, self))
                 raise
+            plan_digest = plan.digest()     # once: the record and the result share it
             for opt in plan.insecure_options:
                 self._record("insecure-option", {"sandbox_id": sid, "option": opt,
                                                  "image": self._image_dict()})
@@ -448,7 +449,8 @@ class Sandbox:
                     log["log"] = audit.prepare(self.paths)
 
             def started(effective, pid):
-                self._record("launch", self._launch_record(plan, effective), log.get("log"))
+                self._record("launch", self._launch_record(plan, effective, plan_digest),
+                             log.get("log"))
                 if _detached is not None:   # lifecycle: state running, caller told
                     _detached.started(effective, pid)
 
@@ -461,7 +463,7 @@ class Sandbox:
             self._record("exit", {"sandbox_id": sid, "status": res.status, "signal": res.signal,
                                   "duration_ms": round(res.duration_ms, 3)}, log.get("log"))
             return RunResult(res.sandbox_id, res.status, res.signal, res.duration_ms,
-                             plan.digest(), res.effective, res.missing)
+                             plan_digest, res.effective, res.missing)
         finally:
             for r in reservations:
                 r.release()
@@ -518,7 +520,8 @@ class Sandbox:
                     "key_expires": v.key_expires.isoformat() if v.key_expires else None,
                     "signed_at": v.signed_at.isoformat() if v.signed_at else None}}
 
-    def _launch_record(self, plan: LaunchPlan, effective: dict | None) -> dict:
+    def _launch_record(self, plan: LaunchPlan, effective: dict | None,
+                       plan_digest: str) -> dict:
         if not self.audit:
             return {}       # not recorded: do not pay for the digests and the lookups
         p = self.profile
@@ -539,7 +542,7 @@ class Sandbox:
             # the plan carries the profile's digest (computed once, in `plan`)
             "profile": {"name": p.name, "digest": plan.profile_digest, "source": p.source,
                         "unconfined": p.unconfined},
-            "plan_digest": plan.digest(),
+            "plan_digest": plan_digest,
             "root": {"kind": "image" if plan.root_kind == "layers" else plan.root_kind,
                      "path": self.rootfs},
             "image": self._image_dict(),
