@@ -24,18 +24,6 @@ NOBODY = 65534
 BUSYBOX = shutil.which("busybox")
 IS_ROOT = os.geteuid() == 0
 
-#: While Landlock was not wired in, tests pointed the bundled names at
-#: patched copies here.  None: the real bundled profiles are tested.
-PROFILE_OVERRIDE_DIR: Path | None = None
-
-
-def profile_name(name: str) -> str:
-    """The profile reference the tests launch with for bundled ``name``."""
-    if PROFILE_OVERRIDE_DIR is not None:
-        return str(PROFILE_OVERRIDE_DIR / f"{name}.toml")
-    return name
-
-
 def world_dir(prefix: str) -> Path:
     """A fresh folder under /var/tmp that everybody can search (0755)."""
     base = Path("/var/tmp")

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 import helpers
-from helpers import profile_name, run_sandbox, runtime_leftovers
+from helpers import run_sandbox, runtime_leftovers
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
 
 
 def _run(sroot, where, *cmd, profile="default", **kw):
-    return run_sandbox(sroot, "run", "--profile", profile_name(profile), *where[0], "--",
+    return run_sandbox(sroot, "run", "--profile", profile, *where[0], "--",
                        *cmd, **kw)
 
 
@@ -73,7 +73,7 @@ def _starttime(pid: int) -> str | None:
 @needs_root
 def test_sigterm_reaches_payload_and_nothing_is_left(sroot, busybox_root):
     proc = subprocess.Popen(
-        [helpers.SANDBOX, "--root", str(sroot), "run", "--profile", profile_name("default"),
+        [helpers.SANDBOX, "--root", str(sroot), "run", "--profile", "default",
          "--rootfs", str(busybox_root), "--",
          "/bin/sh", "-c", "trap 'exit 42' TERM; echo ready; while :; do sleep 0.1; done"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -129,7 +129,7 @@ def test_misspelt_key_is_refused_with_suggestion(sroot, tmp_path):
 
 
 def test_missing_rootfs_is_refused(sroot, tmp_path):
-    err = _bad(sroot, "run", "--profile", profile_name("default"), "--rootfs",
+    err = _bad(sroot, "run", "--profile", "default", "--rootfs",
                str(tmp_path / "nope"), "--", "true")
     assert "nope" in err
 
@@ -137,28 +137,28 @@ def test_missing_rootfs_is_refused(sroot, tmp_path):
 def test_rootfs_that_is_a_file_is_refused(sroot, tmp_path):
     f = tmp_path / "file"
     f.write_text("x")
-    err = _bad(sroot, "run", "--profile", profile_name("default"), "--rootfs", str(f),
+    err = _bad(sroot, "run", "--profile", "default", "--rootfs", str(f),
                "--", "true")
     assert str(f) in err
 
 
 @pytest.mark.parametrize("user", ["root", "1:x", "-5", "4294967295"])
 def test_bad_user_is_refused(sroot, user):
-    err = _bad(sroot, "run", "--profile", profile_name("default"), "--user", user, "--", "true")
+    err = _bad(sroot, "run", "--profile", "default", "--user", user, "--", "true")
     assert "--user" in err
 
 
 @pytest.mark.parametrize("vol", ["/tmp", "/tmp:rel/path", "/tmp:/x:rx", "/no/such/src:/x",
                                  "/tmp:/a/../b"])
 def test_bad_volume_is_refused(sroot, vol):
-    err = _bad(sroot, "run", "--profile", profile_name("default"), "--volume", vol, "--", "true")
+    err = _bad(sroot, "run", "--profile", "default", "--volume", vol, "--", "true")
     assert "volume" in err
 
 
 # -- --dry-run ---------------------------------------------------------------------
 
 def test_dry_run_prints_numbered_steps_and_touches_nothing(sroot):
-    r = run_sandbox(sroot, "run", "--profile", profile_name("default"), "--dry-run", "--", "true")
+    r = run_sandbox(sroot, "run", "--profile", "default", "--dry-run", "--", "true")
     assert r.returncode == 0, r.stderr
     steps = [ln for ln in r.stdout.splitlines() if ln[:4].strip().rstrip(".").isdigit()]
     assert len(steps) > 10
@@ -168,7 +168,7 @@ def test_dry_run_prints_numbered_steps_and_touches_nothing(sroot):
 
 
 def test_dry_run_json_has_mounts_seccomp_capabilities(sroot):
-    r = run_sandbox(sroot, "run", "--profile", profile_name("default"), "--dry-run", "--json",
+    r = run_sandbox(sroot, "run", "--profile", "default", "--dry-run", "--json",
                     "--", "true")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
@@ -194,7 +194,7 @@ def _corpus(rel: str) -> Path:
 
 def _profile_with_seccomp(tmp_path: Path, seccomp: str) -> Path:
     p = tmp_path / "corpus.toml"
-    p.write_text(f'name = "corpus"\nextends = "{profile_name("default")}"\n'
+    p.write_text(f'name = "corpus"\nextends = "{"default"}"\n'
                  f'[seccomp]\nprofile = "{seccomp}"\n')
     os.chmod(tmp_path, 0o755)
     return p
@@ -245,7 +245,7 @@ def test_rootless_core_checks(nobody_root, busybox_root, kind):
     where = [] if kind == "host" else ["--rootfs", str(busybox_root)]
 
     def run(*cmd):
-        return run_sandbox(nobody_root / "state", "run", "--profile", profile_name("default"),
+        return run_sandbox(nobody_root / "state", "run", "--profile", "default",
                            *where, "--", *cmd, as_nobody=True, home=nobody_root)
     r = run("/bin/sh", "-c", "id -u; cat /proc/self/uid_map; ls /sys/class/net; "
                              "cat /sys/class/net/lo/operstate /sys/class/net/lo/flags; "
@@ -257,7 +257,7 @@ def test_rootless_core_checks(nobody_root, busybox_root, kind):
     assert lines[2] == "lo"
     assert int(lines[4], 16) & 1
     st = dict(ln.split(":\t", 1) for ln in lines[5:] if ":\t" in ln)
-    mask = f"{to_mask(frozenset(load(profile_name('default')).capabilities)):016x}"
+    mask = f"{to_mask(frozenset(load('default').capabilities)):016x}"
     assert st["CapEff"] == mask and st["CapBnd"] == mask
     assert st["NoNewPrivs"] == "1" and st["Seccomp"] == "2"
     assert run("false").returncode == 1
@@ -275,7 +275,7 @@ def _fds() -> set[str]:
 @pytest.mark.slow
 def test_200_launches_leave_nothing_behind(sroot, busybox_root):
     from sandbox import Sandbox
-    box = Sandbox(profile_name("default"), rootfs=busybox_root, root=sroot, audit=False)
+    box = Sandbox("default", rootfs=busybox_root, root=sroot, audit=False)
     box.run(["/bin/true"])                     # warm caches (seccomp, imports)
     fds = _fds()
     mounts = len(open("/proc/self/mountinfo").read().splitlines())
@@ -303,7 +303,7 @@ def test_200_launches_leave_nothing_behind(sroot, busybox_root):
 def test_dry_run_creates_no_runtime_folder(sroot):
     """--dry-run must touch nothing: the label allocation in Sandbox.plan
     creates <runtime>/labels/.lock even for a dry run (bug, see report)."""
-    r = run_sandbox(sroot, "run", "--profile", profile_name("default"), "--dry-run", "--", "true")
+    r = run_sandbox(sroot, "run", "--profile", "default", "--dry-run", "--", "true")
     assert r.returncode == 0, r.stderr
     assert not (sroot / "run").exists(), sorted(str(p) for p in (sroot / "run").rglob("*"))
 
@@ -318,6 +318,6 @@ def test_rootfs_with_root_owned_sticky_tmp_launches(sroot, busybox_root, world):
         helpers.make_busybox_root(root)
         (root / "tmp").mkdir()
         os.chmod(root / "tmp", 0o1777)
-    r = run_sandbox(sroot, "run", "--profile", profile_name("default"), "--rootfs", str(root),
+    r = run_sandbox(sroot, "run", "--profile", "default", "--rootfs", str(root),
                     "--", "/bin/sh", "-c", "echo ok")
     assert (r.returncode, r.stdout) == (0, "ok\n"), r.stderr

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import profile_name, run_sandbox
+from helpers import run_sandbox
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
 pytestmark = needs_root
@@ -24,7 +24,7 @@ LOOP = "while :; do sleep 0.1; done"
 
 
 def _start(sroot, root, script, *extra, env=None):
-    r = run_sandbox(sroot, "run", "--detach", "--profile", profile_name("default"),
+    r = run_sandbox(sroot, "run", "--detach", "--profile", "default",
                     "--rootfs", str(root), *extra, "--", "/bin/sh", "-c", script, env=env)
     return r
 
@@ -183,7 +183,7 @@ def test_logs_follow(sroot, busybox_root):
 
 def test_python_handle(sroot, busybox_root):
     from sandbox import Sandbox, lifecycle
-    box = Sandbox(profile_name("default"), rootfs=busybox_root, root=sroot, name="api")
+    box = Sandbox("default", rootfs=busybox_root, root=sroot, name="api")
     h = box.start(["/bin/sh", "-c", "echo api-out; " + LOOP])
     assert re.fullmatch(r"[0-9a-f]{12}", h.id)
     s = h.status()

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 import helpers
-from helpers import parse_probe, profile_name, run_sandbox
+from helpers import parse_probe, run_sandbox
 from sandbox.capabilities import to_mask
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI runs as root)")
@@ -29,7 +29,7 @@ SYSCALLS = ("mount", "unshare", "keyctl", "open_by_handle_at", "bpf", "ptrace")
 
 def _run(sroot, where, *cmd, profile="default", **kw):
     args, _ = where
-    return run_sandbox(sroot, "run", "--profile", profile_name(profile), *args, "--", *cmd, **kw)
+    return run_sandbox(sroot, "run", "--profile", profile, *args, "--", *cmd, **kw)
 
 
 def _status(text: str) -> dict[str, str]:
@@ -122,7 +122,7 @@ def test_allowed_syscall_still_works(sroot, where):
 
 def test_compiled_filter_checks_the_architecture_first(sroot):
     from sandbox import Sandbox
-    plan = Sandbox(profile_name("default"), root=sroot).plan(["/bin/true"])
+    plan = Sandbox("default", root=sroot).plan(["/bin/true"])
     bpf = plan.seccomp.bpf
     assert len(bpf) % 8 == 0 and len(bpf) // 8 == plan.seccomp.instructions
     code = int.from_bytes(bpf[0:2], "little")
@@ -159,7 +159,7 @@ def test_write_proc_sys_kernel_hostname_is_refused(sroot, where):
 
 
 def test_write_under_host_usr_fails_with_erofs(sroot, probe):
-    r = run_sandbox(sroot, "run", "--profile", profile_name("default"),
+    r = run_sandbox(sroot, "run", "--profile", "default",
                     "--volume", f"{probe.parent}:/probe:ro,z", "--",
                     "/probe/probe", "openw", "/usr/sandbox-escape-test")
     v = parse_probe(r.stdout)["openw"]
@@ -172,7 +172,7 @@ def test_no_inherited_fd_above_2(sroot, where):
     try:
         args, _ = where
         r = subprocess.run([helpers.SANDBOX, "--root", str(sroot), "run", "--profile",
-                            profile_name("default"), *args, "--", "/bin/ls", "/proc/self/fd"],
+                            "default", *args, "--", "/bin/ls", "/proc/self/fd"],
                            capture_output=True, text=True, timeout=30, pass_fds=(rd, wr))
     finally:
         os.close(rd)
@@ -187,7 +187,7 @@ def test_tiocsti_cannot_inject_into_callers_terminal(sroot, where):
     try:
         args, probe_path = where
         r = subprocess.run([helpers.SANDBOX, "--root", str(sroot), "run", "--profile",
-                            profile_name("default"), *args, "--", probe_path, "tiocsti"],
+                            "default", *args, "--", probe_path, "tiocsti"],
                            stdin=slave, capture_output=True, text=True, timeout=30)
         v = parse_probe(r.stdout)["tiocsti"]
         # ENOTTY when stdin is not the terminal at all; EPERM/EIO when the

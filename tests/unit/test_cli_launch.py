@@ -45,9 +45,9 @@ def test_profile_validate_bundled_and_broken(sroot, tmp_path):
 
 
 def test_dry_run_json_is_stable_for_same_input(sroot):
-    a = json.loads(run_sandbox(sroot, "run", "--profile", helpers.profile_name("strict"),
+    a = json.loads(run_sandbox(sroot, "run", "--profile", "strict",
                                "--dry-run", "--json", "--", "true").stdout)
-    b = json.loads(run_sandbox(sroot, "run", "--profile", helpers.profile_name("strict"),
+    b = json.loads(run_sandbox(sroot, "run", "--profile", "strict",
                                "--dry-run", "--json", "--", "true").stdout)
     assert a["capabilities"] == [] and a["seccomp"]["default_action"]
     assert a["mounts"] == b["mounts"]

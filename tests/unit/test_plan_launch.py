@@ -14,7 +14,7 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 
 def _plan(tmp_path, profile="default", rootfs=None, sid=None, **kw):
-    return Sandbox(helpers.profile_name(profile), rootfs=rootfs, root=tmp_path / "r", **kw) \
+    return Sandbox(profile, rootfs=rootfs, root=tmp_path / "r", **kw) \
         .plan(["/bin/true"], sandbox_id=sid)
 
 
@@ -77,7 +77,7 @@ def test_plan_digest_is_stable_across_sandbox_ids(tmp_path):
 def test_plan_digest_changes_with_profile_and_argv(tmp_path):
     a = _plan(tmp_path)
     b = _plan(tmp_path, profile="strict")
-    c = Sandbox(helpers.profile_name("default"), root=tmp_path / "r").plan(["/bin/false"])
+    c = Sandbox("default", root=tmp_path / "r").plan(["/bin/false"])
     assert len({a.digest(), b.digest(), c.digest()}) == 3
 
 
