@@ -9,7 +9,7 @@ import click
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def profile():
-    """List, show and validate sandbox profiles (TOML, DESIGN §3)."""
+    """List, show and validate sandbox profiles (TOML files)."""
 
 
 @profile.command("list")
@@ -38,53 +38,66 @@ def list_(obj, as_json):
         click.echo(f"{r['name']:<{width}}  {tag:<7}  {first}")
 
 
-def _flatten(d, prefix=""):
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and k != "env":
-            yield from _flatten(v, key + ".")
-        else:
-            yield key, v
-
-
 @profile.command("show")
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--origins/--no-origins", default=True, show_default=True,
+              help="Say where each value was set, as a TOML comment on its line.")
 @click.pass_obj
-def show(obj, name, as_json):
-    """Show the resolved profile NAME, with where each value was set."""
+def show(obj, name, as_json, origins):
+    """Show the resolved profile NAME as a profile file.
+
+    The output is TOML that 'sandbox profile validate -' accepts, with every
+    field spelled out and, as a comment on each line, where it was set:
+
+    \b
+    sandbox profile show default > my.toml
+    sandbox profile show default | sandbox profile validate -
+    """
     from ..profile import load
     p = load(name, user_dir=obj.paths.user_profiles)
-    d = p.to_dict()
     if as_json:
+        d = p.to_dict()
         d["digest"] = p.digest()
         d["origins"] = dict(p.origins)
         click.echo(json.dumps(d, indent=2, sort_keys=True))
         return
-    click.echo(f"# {p.name}  {p.digest()}")
-    click.echo(f"# from {p.source}")
-    origins = dict(p.origins)
-    alias = {"capabilities": "capabilities.retain", "seccomp.unconfined": "seccomp.profile"}
-    for key, value in _flatten(d):
-        if key in ("name", "source"):
-            continue
-        origin = origins.get(alias.get(key, key), "built-in default")
-        click.echo(f"{key} = {json.dumps(value)}    # {origin}")
+    from ..profile.render import render_toml
+    click.echo(render_toml(p, origins=origins), nl=False)
 
 
 @profile.command("validate")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", metavar="FILE|-")
 @click.pass_obj
 def validate(obj, file):
-    """Check a profile file, its parents and its seccomp JSON; exit 0 if valid."""
-    from ..profile import load
-    p = load(file if "/" in file or file.endswith(".toml") else file,
-             user_dir=obj.paths.user_profiles)
+    """Check a profile file, its parents and its seccomp JSON.
+
+    FILE is a path, a profile name, or - for standard input (its 'extends'
+    and relative paths are then read from the current folder). Exit status:
+    0 valid, 1 invalid, 2 usage (for example a file that does not exist).
+    """
+    import sys
+    from ..errors import NotFound, ProfileError, UsageError
+    from ..profile import load, loads
+    try:
+        if file == "-":
+            p = loads(sys.stdin.buffer.read(), source="<stdin>",
+                      user_dir=obj.paths.user_profiles)
+        else:
+            p = load(file, user_dir=obj.paths.user_profiles)
+        if p.seccomp.profile:
+            from ..seccomp import compile_filter
+            cf = compile_filter(p.seccomp.profile, capabilities=p.capabilities,
+                                default_action=p.seccomp.default_action,
+                                other_abis=p.seccomp.other_abis)
+    except NotFound as e:
+        # the file (or name) given on the command line: a usage error
+        raise UsageError(e.message, hint=e.hint) from None
+    except ProfileError as e:
+        # an invalid profile is a failed check (1), not a usage error (2)
+        click.echo("".join(f"sandbox: {line}\n" for line in e.lines()), err=True, nl=False)
+        sys.exit(1)
     if p.seccomp.profile:
-        from ..seccomp import compile_filter
-        cf = compile_filter(p.seccomp.profile, capabilities=p.capabilities,
-                            default_action=p.seccomp.default_action,
-                            other_abis=p.seccomp.other_abis)
         extra = f"; seccomp {cf.instructions} BPF instructions"
         if cf.skipped:
             extra += f" (skipped unknown: {', '.join(cf.skipped)})"

@@ -82,17 +82,21 @@ def locate(ref: str, user_dir: Path | None = None, beside: Path | None = None) -
 
 
 def _read_toml(path: Path) -> dict:
-    import tomllib  # not at module level: keeps `import sandbox` light
     try:
         data = path.read_bytes()
     except OSError as e:
         raise ProfileError(f"cannot read profile: {e.strerror}", source=str(path)) from None
+    return _parse_toml(data, str(path))
+
+
+def _parse_toml(data: bytes, source: str) -> dict:
+    import tomllib  # not at module level: keeps `import sandbox` light
     try:
         return tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
-        raise ProfileError("is not UTF-8 text", source=str(path)) from None
+        raise ProfileError("is not UTF-8 text", source=source) from None
     except tomllib.TOMLDecodeError as e:
-        raise ProfileError(f"is not valid TOML: {e}", source=str(path)) from None
+        raise ProfileError(f"is not valid TOML: {e}", source=source) from None
 
 
 def _flatten(doc: dict, path: Path) -> dict[str, object]:
@@ -112,19 +116,24 @@ def _flatten(doc: dict, path: Path) -> dict[str, object]:
 
 def _parse_file(path: Path) -> dict[str, object]:
     """Read one file into validated dotted keys (``extends`` not applied)."""
-    flat = _flatten(_read_toml(path), path)
+    return _check_doc(_read_toml(path), str(path), path.parent)
+
+
+def _check_doc(doc: dict, source: str, base_dir: Path) -> dict[str, object]:
+    """Validate one parsed document; relative paths in it are read from ``base_dir``."""
+    flat = _flatten(doc, Path(source))
     out = {}
     for key, value in flat.items():
         try:
-            out[key] = schema.check(key, value, path.parent)
+            out[key] = schema.check(key, value, base_dir)
         except KeyError:
             import difflib  # only for this error's hint
             close = difflib.get_close_matches(key, schema.known_keys(), n=1)
-            raise ProfileError(f"unknown key {key!r}", source=str(path), key=None,
+            raise ProfileError(f"unknown key {key!r}", source=source, key=None,
                                hint=f"did you mean {close[0]!r}?" if close
                                else "see 'sandbox profile show default' for the keys") from None
         except ValueError as e:
-            raise ProfileError(str(e), source=str(path), key=key) from None
+            raise ProfileError(str(e), source=source, key=key) from None
     return out
 
 
@@ -138,16 +147,21 @@ def _resolve_flat(path: Path, user_dir: Path | None, chain: tuple[Path, ...],
                            key="extends")
     if len(chain) >= _MAX_DEPTH:
         raise ProfileError(f"'extends' is nested deeper than {_MAX_DEPTH}", source=str(path))
-    own = _parse_file(path)
-    origin = str(path)
+    return _resolve_own(_parse_file(path), str(path), path.parent, user_dir,
+                        chain + (path,), name_out)
+
+
+def _resolve_own(own: dict, origin: str, beside: Path, user_dir: Path | None,
+                 chain: tuple[Path, ...], name_out: dict | None) -> dict[str, tuple]:
+    """`_resolve_flat` for a document already parsed (a file, or standard input)."""
     result: dict[str, tuple] = {}
     parent = own.pop("extends", None)
     if parent is not None:
         try:
-            ppath = locate(parent, user_dir, beside=path.parent)
+            ppath = locate(parent, user_dir, beside=beside)
         except NotFound as e:
-            raise ProfileError(e.message, source=str(path), key="extends", hint=e.hint) from None
-        result = _resolve_flat(ppath, user_dir, chain + (path,))
+            raise ProfileError(e.message, source=origin, key="extends", hint=e.hint) from None
+        result = _resolve_flat(ppath, user_dir, chain)
     name = own.pop("name", None)
     if name_out is not None:
         name_out["name"] = name
@@ -185,15 +199,34 @@ def load(ref: str, *, user_dir: Path | None = None,
     path = locate(ref, user_dir)
     top: dict = {}
     flat = _resolve_flat(path, user_dir, (), top)
+    return _finish(flat, top.get("name") or path.stem, str(path), overrides)
+
+
+def loads(text: str | bytes, *, source: str = "<stdin>", base_dir: Path | None = None,
+          user_dir: Path | None = None,
+          overrides: Mapping[str, tuple[object, str]] | None = None) -> Profile:
+    """`load` for a profile given as text (``sandbox profile validate -``).
+
+    ``extends`` and relative paths in it are read from ``base_dir`` (the
+    current folder unless given), as they would be beside a file there.
+    """
+    data = text.encode() if isinstance(text, str) else text
+    base = Path.cwd() if base_dir is None else base_dir
+    own = _check_doc(_parse_toml(data, source), source, base)
+    top: dict = {}
+    flat = _resolve_own(own, source, base, user_dir, (), top)
+    return _finish(flat, top.get("name") or "stdin", source, overrides)
+
+
+def _finish(flat: dict, name: str, source: str,
+            overrides: Mapping[str, tuple[object, str]] | None) -> Profile:
     for key, (value, origin) in (overrides or {}).items():
         try:
             checked = schema.check(key, value, Path.cwd())
         except (KeyError, ValueError) as e:
             raise ProfileError(str(e), source=origin) from None
         _apply(flat, {key: checked}, origin)
-    # the file's own name, from the parse above (not a second parse)
-    name = top.get("name") or path.stem
-    return build(name, str(path), flat)
+    return build(name, source, flat)
 
 
 def build(name: str, source: str, flat: Mapping[str, tuple]) -> Profile:

@@ -94,14 +94,19 @@ def _size(v, _):
     return parse_size(v)
 
 
+def _unlimited(v) -> bool:
+    # not `v in (..., False)`: 0 == False, and 0 is a limit (core = 0), never "no limit"
+    return v is False or v in ("unlimited", "none")
+
+
 def _optional_size(v, _):
-    if v in ("unlimited", "none", False):
+    if _unlimited(v):
         return None
     return parse_size(v)
 
 
 def _optional_count(v, _):
-    if v in ("unlimited", "none", False):
+    if _unlimited(v):
         return None
     return _int(1, 1 << 31)(v, _)
 
@@ -152,15 +157,45 @@ def _caps(v, base):
     return _list_of(_cap)(v, base)
 
 
+#: ``seccomp.profile = "builtin:NAME"`` names a filter that ships with
+#: sandbox (``profiles/seccomp/NAME.json``), from any profile file.
+BUILTIN_SECCOMP_PREFIX = "builtin:"
+
+
+def builtin_seccomp_dir() -> Path:
+    return data_dir("profiles") / "seccomp"
+
+
+def builtin_seccomp_names() -> list[str]:
+    return sorted(p.stem for p in builtin_seccomp_dir().glob("*.json"))
+
+
+def builtin_seccomp_name(path: str) -> str | None:
+    """``builtin:NAME`` for a resolved path to a bundled filter, else None."""
+    p = Path(path)
+    if p.suffix == ".json" and p.parent == builtin_seccomp_dir().resolve():
+        return BUILTIN_SECCOMP_PREFIX + p.stem
+    return None
+
+
 def _seccomp_profile(v, base: Path):
     if not isinstance(v, str) or not v:
-        raise ValueError('expected a path to an OCI/Docker seccomp JSON, or "unconfined"')
+        raise ValueError('expected a path to an OCI/Docker seccomp JSON, "builtin:NAME" '
+                         'or "unconfined"')
     if v == "unconfined":
         return v
+    builtins = ", ".join(BUILTIN_SECCOMP_PREFIX + n for n in builtin_seccomp_names())
+    if v.startswith(BUILTIN_SECCOMP_PREFIX):
+        name = v[len(BUILTIN_SECCOMP_PREFIX):]
+        if name not in builtin_seccomp_names():
+            raise ValueError(f"no bundled seccomp filter {v!r}; the bundled ones are {builtins}")
+        return str((builtin_seccomp_dir() / f"{name}.json").resolve())
+    # A relative path is relative to the profile file that names it.
     p = Path(v) if os.path.isabs(v) else (base / v)
     p = p.resolve()
     if not p.is_file():
-        raise ValueError(f"seccomp profile {str(p)!r} does not exist")
+        raise ValueError(f"seccomp profile {str(p)!r} does not exist (a relative path is "
+                         f"read next to the profile file; bundled filters: {builtins})")
     return str(p)
 
 
