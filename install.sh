@@ -3,8 +3,13 @@
 #   Debian packages, subordinate ids for root, a virtual environment in .venv
 #   made from Debian's own /usr/bin/python3 (fastest start, see HOST.md), and
 #   the project installed editable with its test extras.
+# Last, it puts the `sandbox` command on PATH (a link in /usr/local/bin to the
+# venv's script), with its shell completions and manual pages (see
+# install_commands below; SANDBOX_PREFIX moves them from /usr/local).
 # Idempotent: run it as often as you like. Quiet unless something fails, then
 # it prints the failing step's output and exits non-zero.
+#   ./install.sh              everything
+#   ./install.sh --commands   only the last step (the venv must exist)
 set -euo pipefail
 
 cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")"
@@ -24,6 +29,58 @@ quiet() {
     rm -f "$log"
 }
 
+# --- `sandbox` on PATH, shell completions, manual pages ------------------------
+# The link and the files it writes are replaced only when they are ours: a
+# link to some checkout's .venv/bin/sandbox, a completion script of click's
+# for sandbox, a page carrying the generator's marker. Anything else of the
+# same name is left alone, and said so.
+install_commands() {
+    local prefix="${SANDBOX_PREFIX:-/usr/local}"
+    local script="$PWD/.venv/bin/sandbox"
+    local link="$prefix/bin/sandbox"
+    mkdir -p "$prefix/bin"
+    if [ -L "$link" ]; then
+        local current
+        current=$(readlink "$link")
+        if [ "$current" != "$script" ]; then
+            if [[ "$current" == */.venv/bin/sandbox ]]; then
+                ln -s "$script" "$link.tmp.$$" && mv -T "$link.tmp.$$" "$link"
+                say "linked $link -> $script (it linked to $current)"
+            else
+                say "left $link alone: it links to $current; remove it to use this checkout's sandbox"
+            fi
+        fi
+    elif [ -e "$link" ]; then
+        say "left $link alone: it is not a link made by install.sh; remove it to use this checkout's sandbox"
+    else
+        ln -s "$script" "$link"
+        say "linked $link -> $script"
+    fi
+
+    local shell file
+    for shell in bash zsh fish; do
+        case "$shell" in
+            bash) file="$prefix/share/bash-completion/completions/sandbox" ;;
+            zsh) file="$prefix/share/zsh/site-functions/_sandbox" ;;
+            fish) file="$prefix/share/fish/vendor_completions.d/sandbox.fish" ;;
+        esac
+        if [ -e "$file" ] && ! grep -q _SANDBOX_COMPLETE "$file"; then
+            say "left $file alone: it is not sandbox's completion script"
+            continue
+        fi
+        mkdir -p "$(dirname "$file")"
+        "$script" completion "$shell" >"$file.tmp.$$"
+        chmod 644 "$file.tmp.$$"
+        mv -T "$file.tmp.$$" "$file"
+    done
+    .venv/bin/python -m sandbox.cli.manpages "$prefix/share/man/man1"
+}
+
+if [ "${1:-}" = "--commands" ]; then
+    install_commands
+    exit 0
+fi
+
 if [ "$(id -u)" -ne 0 ]; then
     say "run me as root (Debian packages and /etc/subuid need it)"
     exit 1
@@ -41,6 +98,8 @@ PACKAGES=(
     nftables iproute2 iptables
     # fresh clones in tests and CI
     git ca-certificates
+    # the shells whose completion scripts tests load; man to read the pages
+    bash zsh fish man-db
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -74,4 +133,5 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 # hatchling too: tests/unit/test_packaging.py builds a wheel without isolation.
 quiet .venv/bin/python -m pip install -q -e '.[test]' 'hatchling>=1.18'
 
-say "ready: $(.venv/bin/sandbox --version)"
+install_commands
+say "ready: $(.venv/bin/sandbox --version) at ${SANDBOX_PREFIX:-/usr/local}/bin/sandbox"

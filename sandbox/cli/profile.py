@@ -12,6 +12,14 @@ def profile():
     """List, show and validate sandbox profiles (TOML files)."""
 
 
+def _complete_profile(ctx, param, incomplete):
+    """Profile names for shell completion (``sandbox profile show <TAB>``)."""
+    from ..paths import Paths
+    from ..profile import available
+    user_dir = Paths.resolve(ctx.find_root().params.get("root")).user_profiles
+    return [f.name for f in available(user_dir) if f.name.startswith(incomplete)]
+
+
 @profile.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
@@ -39,7 +47,7 @@ def list_(obj, as_json):
 
 
 @profile.command("show")
-@click.argument("name")
+@click.argument("name", shell_complete=_complete_profile)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--origins/--no-origins", default=True, show_default=True,
               help="Say where each value was set, as a TOML comment on its line.")
