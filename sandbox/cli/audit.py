@@ -166,5 +166,8 @@ def report_cmd(ctx, since, profiles, fmt, fail_on, extra, no_records, output):
 def controls_cmd(extra):
     """List the controls a report evaluates."""
     from ..audit.controls import load_controls
-    for c in load_controls(*extra):
-        click.echo(f"{c.id:<16} {c.severity:<9} {c.title}  [{', '.join(c.references)}]")
+    from ._table import Col, format_table
+    rows = [(c.id, c.severity, f"{c.title}  [{', '.join(c.references)}]")
+            for c in load_controls(*extra)]
+    for line in format_table([Col("ID"), Col("SEVERITY"), Col("TITLE", 1, 24)], rows):
+        click.echo(line)

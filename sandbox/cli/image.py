@@ -128,14 +128,16 @@ def list_(obj, as_json):
                for r in recs]
         click.echo(json.dumps(out, indent=2))
         return
-    rows = [("NAME", "DIGEST", "FORMAT", "SIZE", "SIGS", "IMPORTED")]
+    from ._table import Col, format_table
+    rows = []
     for r in recs:
         for n in (r.names or ("<none>",)):
             rows.append((n, _short(r.digest), r.format, _human(r.size),
                          str(len(r.signatures)), r.imported_at))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    cols = [Col("NAME", 2, 16), Col("DIGEST"), Col("FORMAT", 1, 6), Col("SIZE"), Col("SIGS"),
+            Col("IMPORTED", 1, 10)]
+    for line in format_table(cols, rows):
+        click.echo(line)
 
 
 @image.command("inspect")

@@ -69,9 +69,11 @@ def list_(obj, running, as_json):
     if not held:
         click.echo("no running sandbox holds a label")
         return
-    click.echo(f"{'LEVEL':<20} {'KIND':<6} {'PID':>7}  OWNER")
-    for h in held:
-        click.echo(f"{str(h.level):<20} {h.kind:<6} {h.pid:>7}  {h.owner}")
+    from ._table import Col, format_table
+    rows = [(str(h.level), h.kind, str(h.pid), str(h.owner)) for h in held]
+    for line in format_table([Col("LEVEL", 1, 12), Col("KIND"), Col("PID"),
+                              Col("OWNER", 2, 16)], rows):
+        click.echo(line)
 
 
 @label.command("check")

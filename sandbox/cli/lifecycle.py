@@ -21,9 +21,13 @@ def _echo_json(data) -> None:
 
 
 def _table(rows: list[list[str]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    # ps: the id stays whole; the free-text columns wrap to fit the terminal
+    from ._table import Col, format_table
+    give = {"STARTED": (2, 10), "LABEL": (2, 8), "NAME": (1, 8), "IMAGE/ROOT": (1, 10),
+            "PROFILE": (1, 8)}
+    cols = [Col(h, *give.get(h, (0, 0))) for h in rows[0]]
+    for line in format_table(cols, rows[1:]):
+        click.echo(line)
 
 
 @click.command(context_settings=_CTX)

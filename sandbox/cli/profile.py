@@ -39,11 +39,11 @@ def list_(obj, as_json):
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    width = max((len(r["name"]) for r in rows), default=4)
-    for r in rows:
-        first = r["description"].split(". ")[0].rstrip(".")
-        tag = "bundled" if r["bundled"] else "user"
-        click.echo(f"{r['name']:<{width}}  {tag:<7}  {first}")
+    from ._table import Col, format_table
+    table = [(r["name"], "bundled" if r["bundled"] else "user",
+              r["description"].split(". ")[0].rstrip(".")) for r in rows]
+    for line in format_table([Col("NAME"), Col("KIND"), Col("DESCRIPTION", 1, 24)], table):
+        click.echo(line)
 
 
 @profile.command("show")

@@ -114,12 +114,24 @@ def list_(obj, as_json):
     if not rows:
         click.echo("No trusted keys. Add one with `sandbox trust add KEYFILE --prefix PREFIX`.")
         return
-    click.echo(f"{'FINGERPRINT':<40}  {'LAYER':<6}  {'EXPIRES':<10}  {'FOR':<24}  USER ID")
+    from ._table import Col, format_table
+    table = []
     for e, info, d in rows:
         scope = "(every name)" if e.is_root else e.scope
         uid = info.uids[0] if info and info.uids else ("(unreadable)" if not info else "")
-        click.echo(f"{e.fingerprint:<40}  {e.layer:<6}  "
-                   f"{_when(info.expires) if info else '?':<10}  {scope:<24}  {uid}")
+        table.append((e.fingerprint, e.layer, _when(info.expires) if info else "?", scope, uid))
+    # The fingerprint is never cut or wrapped (it is compared and copied);
+    # in a narrow terminal the user id goes on a line of its own under it.
+    from ._table import natural_width, terminal_width
+    cols = [Col("FINGERPRINT"), Col("LAYER"), Col("EXPIRES"), Col("FOR", 1, 12),
+            Col("USER ID", 1, 16)]
+    if natural_width(cols, table) <= terminal_width():
+        lines = format_table(cols, table)
+    else:
+        lines = format_table(cols[:4], [t[:4] for t in table],
+                             notes=[f"user id: {t[4]}" if t[4] else "" for t in table])
+    for line in lines:
+        click.echo(line)
 
 
 @trust.command("show")
