@@ -88,6 +88,10 @@ class LimitsSpec(NamedTuple):
     nproc: int | None = None      # RLIMIT_NPROC
     fsize: int | None = None      # RLIMIT_FSIZE, bytes
     core: int | None = 0          # RLIMIT_CORE, bytes
+    #: CPUs' worth of time (cgroup cpu controller), as Docker's --cpus.
+    #: Validated and shown, not applied yet: a launch that asks for it is
+    #: refused (sandbox.runtime.plan.build_rlimits) rather than run without.
+    cpus: float | None = None
 
 
 class ProcessSpec(NamedTuple):
@@ -131,6 +135,10 @@ class Profile(NamedTuple):
         d["capabilities"] = sorted(self.capabilities)
         d["optional"] = sorted(self.optional)
         d["process"]["env"] = dict(self.process.env)
+        if self.limits.cpus is None:
+            # unset: left out, so the digests of profiles that do not use
+            # it stay what they were before the field existed
+            del d["limits"]["cpus"]
         return d
 
     def digest(self) -> str:

@@ -51,8 +51,8 @@ def toml_value(v) -> str:
     """One TOML value: a string, an integer, a boolean or a list of strings."""
     if isinstance(v, bool):
         return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
+    if isinstance(v, (int, float)):
+        return repr(v)
     if isinstance(v, str):
         return _toml_str(v)
     if isinstance(v, (list, tuple)):
@@ -98,7 +98,8 @@ def build_tables(p: Profile) -> list[tuple[str, list[tuple[str, str, object]]]]:
                     ("nofile", "limits.nofile", _count(lim.nofile)),
                     ("nproc", "limits.nproc", _count(lim.nproc)),
                     ("fsize", "limits.fsize", _size(lim.fsize)),
-                    ("core", "limits.core", _size(lim.core))]),
+                    ("core", "limits.core", _size(lim.core)),
+                    ("cpus", "limits.cpus", _count(lim.cpus))]),
         ("process", [("workdir", "process.workdir", p.process.workdir),
                      ("hostname", "process.hostname", p.process.hostname),
                      ("no_new_privs", "process.no_new_privs", p.process.no_new_privs)]),

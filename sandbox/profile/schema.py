@@ -111,6 +111,28 @@ def _optional_count(v, _):
     return _int(1, 1 << 31)(v, _)
 
 
+#: CPUs a sandbox may use, as Docker's ``--cpus``: 0.5 is half of one CPU's
+#: time. The upper bound is the kernel's (NR_CPUS at most 8192), not this
+#: host's, so a profile stays valid from machine to machine.
+MIN_CPUS, MAX_CPUS = 0.01, 8192
+
+
+def _cpus(v, _):
+    if _unlimited(v):
+        return None
+    if isinstance(v, bool):
+        raise ValueError("expected a number of CPUs such as 0.5 or 2")
+    if isinstance(v, str):
+        try:
+            v = float(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not a number of CPUs; write it like 0.5 or 2") from None
+    if not isinstance(v, (int, float)) or v != v or not MIN_CPUS <= v <= MAX_CPUS:
+        raise ValueError(f"expected a number of CPUs from {MIN_CPUS} to {MAX_CPUS}, "
+                         'or "unlimited"')
+    return float(v)
+
+
 def _list_of(item):
     def check(v, base):
         if not isinstance(v, list):
@@ -261,6 +283,7 @@ SCHEMA: dict[str, tuple] = {
     "limits.nproc": (_optional_count, None),
     "limits.fsize": (_optional_size, None),
     "limits.core": (_optional_size, 0),
+    "limits.cpus": (_cpus, None),
     "process.env": (_env, ()),
     "process.workdir": (_abs_path, "/"),
     "process.hostname": (_hostname, "sandbox"),

@@ -315,6 +315,15 @@ def build_mounts(profile, spec, volumes_ops: tuple[MountOp, ...] = ()) -> tuple[
 
 
 def build_rlimits(limits) -> tuple[tuple[str, int, int], ...]:
+    if getattr(limits, "cpus", None) is not None:
+        # The profile schema accepts limits.cpus, but no launch step applies
+        # it yet (the cgroup cpu controller). Every launch passes through
+        # here with the whole LimitsSpec: refuse rather than run unlimited.
+        from ..errors import ProfileError
+        raise ProfileError("limits.cpus is not applied by this version of sandbox yet",
+                           key="limits.cpus",
+                           hint="remove it from the profile; 'sandbox profile show' "
+                                "says which file sets it")
     out = []
     for key, name in RLIMITS.items():
         v = getattr(limits, key)

@@ -144,3 +144,58 @@ def test_readme_profile_example_runs(sroot, tmp_path):
                     "grep -E '^(CapEff|Seccomp):' /proc/self/status", cwd="/", timeout=60)
     assert r.returncode == 0, r.stderr
     assert "Seccomp:\t2" in r.stdout
+
+
+# --- [limits] cpus: in the schema, shown with its origin, refused at launch ----
+
+def test_limits_cpus_is_validated():
+    assert loads("[limits]\ncpus = 0.5\n").limits.cpus == 0.5
+    assert loads("[limits]\ncpus = 2\n").limits.cpus == 2.0
+    assert loads('[limits]\ncpus = "1.5"\n').limits.cpus == 1.5
+    assert loads('[limits]\ncpus = "unlimited"\n').limits.cpus is None
+    assert loads("").limits.cpus is None
+    from sandbox.errors import ProfileError
+    for bad in ("0", "-1", "0.001", "true", '"half"', "10000", "nan"):
+        with pytest.raises(ProfileError, match="limits.cpus"):
+            loads(f"[limits]\ncpus = {bad}\n")
+
+
+def test_limits_cpus_unset_leaves_profile_digests_as_they_were():
+    p = load("default")
+    assert "cpus" not in p.to_dict()["limits"]
+    q = loads(f'extends = "default"\n[limits]\ncpus = 0.5\n', base_dir=REPO / "profiles")
+    assert q.to_dict()["limits"]["cpus"] == 0.5 and q.digest() != p.digest()
+
+
+def test_limits_cpus_is_shown_with_its_origin(tmp_path):
+    from sandbox.profile.render import render_toml
+    f = tmp_path / "half.toml"
+    f.write_text('extends = "default"\n[limits]\ncpus = 0.5\n')
+    text = render_toml(load(str(f)))
+    assert f"cpus = 0.5    # {f}" in text
+    assert _same(loads(text, base_dir=Path("/nonexistent")), load(str(f)))
+    assert 'cpus = "unlimited"    # built-in default' in render_toml(load("default"))
+
+
+def test_limits_cpus_is_refused_at_launch_not_run_without_it():
+    # No launch step applies a CPU limit yet: a profile that asks for one
+    # must not run unlimited.
+    from sandbox.errors import ProfileError
+    from sandbox.runtime.plan import build_rlimits
+    p = loads('[limits]\ncpus = 0.5\nnofile = 64\n')
+    with pytest.raises(ProfileError, match="limits.cpus is not applied"):
+        build_rlimits(p.limits)
+    assert build_rlimits(loads("[limits]\nnofile = 64\n").limits) == (
+        ("RLIMIT_NOFILE", 64, 64), ("RLIMIT_CORE", 0, 0))
+
+
+def test_run_with_limits_cpus_is_refused_and_leaves_nothing(sroot, tmp_path):
+    f = tmp_path / "half.toml"
+    f.write_text('extends = "default"\n[limits]\ncpus = 0.5\n')
+    r = run_sandbox(sroot, "profile", "validate", str(f))
+    assert r.returncode == 0 and "refuses it" in r.stderr, r.stderr
+    r = run_sandbox(sroot, "run", "--profile", str(f), "--", "true", timeout=60)
+    assert r.returncode == 125, r.stdout + r.stderr
+    assert "limits.cpus is not applied" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) <= 2
+    assert helpers.runtime_leftovers(sroot) == []
