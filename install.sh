@@ -134,4 +134,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 quiet .venv/bin/python -m pip install -q -e '.[test]' 'hatchling>=1.18'
 
 install_commands
-say "ready: $(.venv/bin/sandbox --version) at ${SANDBOX_PREFIX:-/usr/local}/bin/sandbox"
+link="${SANDBOX_PREFIX:-/usr/local}/bin/sandbox"
+if [ "$(readlink "$link" 2>/dev/null || true)" = "$PWD/.venv/bin/sandbox" ]; then
+    say "ready: $(.venv/bin/sandbox --version), linked as $link"
+else
+    say "ready: $(.venv/bin/sandbox --version), as $PWD/.venv/bin/sandbox (not linked, see above)"
+fi
