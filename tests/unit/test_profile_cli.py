@@ -199,3 +199,11 @@ def test_run_with_limits_cpus_is_refused_and_leaves_nothing(sroot, tmp_path):
     assert "limits.cpus is not applied" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) <= 2
     assert helpers.runtime_leftovers(sroot) == []
+
+
+def test_profile_show_and_validate_work_rootless(nobody_root):
+    shown = run_sandbox(nobody_root, "profile", "show", "strict", as_nobody=True)
+    assert shown.returncode == 0, shown.stderr
+    r = run_sandbox(nobody_root, "profile", "validate", "-", input=shown.stdout,
+                    as_nobody=True, cwd=nobody_root)
+    assert r.returncode == 0 and "valid profile 'strict'" in r.stdout, r.stderr
