@@ -103,20 +103,23 @@ def _write_new(path: Path, data: bytes, mode: int) -> bool:
         os.unlink(tmp)
 
 
-def ensure_key(state: Path) -> None:
+def ensure_key(state: Path) -> bool:
     """Make the key pair in ``state`` unless it exists (safe against
-    concurrent callers and against a crash half-way)."""
+    concurrent callers and against a crash half-way). True when this call
+    made the private key."""
     key = state / KEY_NAME
     pub = state / PUB_NAME
+    made = False
     if not key.exists():
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
         from cryptography.hazmat.primitives import serialization as s
         k = Ed25519PrivateKey.generate()
         seed = k.private_bytes(s.Encoding.Raw, s.PrivateFormat.Raw, s.NoEncryption())
-        _write_new(key, _pem("PRIVATE KEY", _PKCS8_PREFIX + seed), 0o600)
+        made = _write_new(key, _pem("PRIVATE KEY", _PKCS8_PREFIX + seed), 0o600)
     if not pub.exists():
         raw = derive_public(private_seed(key.read_bytes()))
         _write_new(pub, _pem("PUBLIC KEY", _SPKI_PREFIX + raw), 0o644)
+    return made
 
 
 def derive_public(seed: bytes) -> bytes:
