@@ -372,7 +372,11 @@ class AuditLog:
         con.execute("PRAGMA synchronous=NORMAL")
         if write:
             con.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
-            _no_checkpoint_on_close(con, self.db_path)
+        # Readers too (issue 14): a reader that is the last to close would
+        # checkpoint and delete the WAL and its index, which the next
+        # writer must then make again: on a full disk, a half-made WAL that
+        # no reader can open ("disk I/O error") though no record was lost.
+        _no_checkpoint_on_close(con, self.db_path)
         self._con, self._pid, self._ready = con, os.getpid(), False
         return con
 
