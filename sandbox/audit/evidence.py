@@ -57,12 +57,17 @@ def _cmdline(pid: int) -> list[str] | None:
     return [a.decode("utf-8", "replace") for a in raw.split(b"\0")[:-1]] or None
 
 
-def _start_time(pid: int) -> int | None:
+def _start_time(pid: int, *, living: bool = False) -> int | None:
+    """Field 22 of ``/proc/<pid>/stat``; with ``living``, None for a zombie
+    or dead process (state Z or X: it has ended, only not yet reaped)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
         # the command name may hold spaces and parentheses: split after the last ')'
-        return int(stat[stat.rindex(b")") + 2:].split()[19])
+        fields = stat[stat.rindex(b")") + 2:].split()
+        if living and fields[0] in (b"Z", b"X"):
+            return None
+        return int(fields[19])
     except (OSError, ValueError, IndexError):
         return None
 
@@ -102,7 +107,7 @@ def supervisor_alive(ident) -> bool | None:
     record does not say (older records)."""
     if not isinstance(ident, dict) or not isinstance(ident.get("pid"), int):
         return None
-    start = _start_time(ident["pid"])
+    start = _start_time(ident["pid"], living=True)
     return start is not None and start == ident.get("start")
 
 
@@ -207,3 +212,49 @@ def record_exit(log, paths, data: dict, *, kind: str = "exit") -> int | None:
                   + (f"kept in {kept} for the next writer" if kept else "it is lost")
                   + f": {data}", RuntimeWarning, stacklevel=2)
     return None
+
+
+def open_launches(log) -> dict[str, dict]:
+    """Launch records with no exit record yet: sandbox id -> launch data
+    (with its ``seq``)."""
+    out: dict[str, dict] = {}
+    for rec in log.records(kinds={"launch", "exit"}):
+        sid = rec.sandbox_id
+        if sid is None:
+            continue
+        if rec.kind == "launch":
+            out[sid] = dict(rec.data, seq=rec.seq)
+        else:
+            out.pop(sid, None)
+    return out
+
+
+def record_crashed_exits(paths) -> tuple[list[tuple[str, int]], list[tuple[str, str]]]:
+    """For `sandbox gc`: write an exit record ("supervisor died", status
+    unknown) for every launch whose supervisor is gone without one.
+    Returns ``(written, deferred)``: ``(sandbox id, seq)`` pairs, and
+    ``(sandbox id, why)`` for launches left open (the supervisor still
+    runs, or an older record does not name it). Nothing when there is no
+    log or it cannot be read."""
+    from .log import AuditLog
+    log = AuditLog(paths)
+    written: list[tuple[str, int]] = []
+    deferred: list[tuple[str, str]] = []
+    try:
+        if not log.db_path.exists():
+            return written, deferred
+        for sid, launch in open_launches(log).items():
+            alive = supervisor_alive(launch.get("supervisor"))
+            if alive:
+                continue
+            if alive is None:
+                deferred.append((sid, "its launch record (older) does not name the supervisor"))
+                continue
+            seq = log.append("exit", {
+                "sandbox_id": sid, "status": None, "signal": None,
+                "reason": "supervisor died", "status_known": False,
+                "launch_seq": launch["seq"], "recorded_by": {"command": "gc", **build_caller()}})
+            written.append((sid, seq))
+    finally:
+        log.close()
+    return written, deferred

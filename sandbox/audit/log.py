@@ -430,14 +430,16 @@ class AuditLog:
             return self._con
         self.state.mkdir(parents=True, exist_ok=True, mode=0o700)
         _tighten_state(self.state)
-        if _keys.ensure_key(self.state):
-            # A new key starts at the genesis: from now on the key knows how
-            # far it has signed, so a removed or restarted log is caught. A
-            # key that replaces another is itself recorded (``audit.key``)
-            # by the next append, naming how far the old one had signed.
-            old = self.read_hwm()
-            self._write_hwm({"seq": 0, "hash": GENESIS, "time": utc_now()})
-            if old is not None:
+        # A new key starts at the genesis: from now on the key knows how far
+        # it has signed, so a removed or restarted log is caught. The mark
+        # is written before the key file appears (a crash between the two
+        # leaves no key without its mark). A key that replaces another is
+        # itself recorded (``audit.key``) by the next append, naming how far
+        # the old one had signed.
+        old = self.read_hwm() if not self.key_path.exists() else None
+        if _keys.ensure_key(self.state, before_link=lambda seed: self._write_hwm(
+                {"seq": 0, "hash": GENESIS, "time": utc_now()}, seed)):
+            if old is not None and (old.get("seq") != 0 or self.db_path.exists()):
                 self._key_event = {"reason": "a new host audit key was made",
                                    "key": (self.read_hwm() or {}).get("key"),
                                    "previous": {k: old.get(k) for k in
@@ -683,15 +685,16 @@ class AuditLog:
         self._write_hwm(signed)
         return signed
 
-    def _write_hwm(self, signed: dict) -> None:
+    def _write_hwm(self, signed: dict, seed: bytes | None = None) -> None:
         """Record beside the key how far it has signed (`HWM_NAME`): the
         head ``(seq, hash)`` and time, Ed25519-signed. Only moves forward
         in the normal case; atomic (temporary file, then rename)."""
         from ._keys import derive_public, fingerprint, private_seed
-        seed = private_seed(self.key_path.read_bytes())
+        if seed is None:
+            seed = private_seed(self.key_path.read_bytes())
         doc = {"v": 1, "seq": int(signed["seq"]), "hash": str(signed["hash"]),
                "time": str(signed["time"]), "key": fingerprint(derive_public(seed))}
-        doc["sig"], _ = _keys.sign(self.state, hwm_message(doc))
+        doc["sig"], _ = _keys.sign(self.state, hwm_message(doc), seed)
         tmp = self.hwm_path.with_name(f".{HWM_NAME}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
