@@ -255,6 +255,8 @@ class Record(NamedTuple):
     data: dict
     prev: str
     hash: str
+    v: int = 1                       # the body's version (issue 14: 2 is RFC 8785)
+    mac: str | None = None           # the record's seal, as stored
 
     @property
     def sandbox_id(self) -> str | None:
@@ -262,8 +264,10 @@ class Record(NamedTuple):
         return v if isinstance(v, str) else None
 
     def to_dict(self) -> dict:
-        return {"seq": self.seq, "time": self.time, "kind": self.kind,
-                "data": self.data, "prev": self.prev, "hash": self.hash}
+        """The export form (docs/audit-format.md): the body's fields, then
+        ``hash`` and ``mac``."""
+        return {"v": self.v, "seq": self.seq, "time": self.time, "kind": self.kind,
+                "data": self.data, "prev": self.prev, "hash": self.hash, "mac": self.mac}
 
 
 def _check_kind(kind: str) -> None:
@@ -866,14 +870,14 @@ class AuditLog:
         A record whose body cannot be parsed is yielded with kind
         ``"(unreadable)"`` (``audit verify`` says why)."""
         kinds = set(kinds) if kinds else None
-        for seq, h, _mac, body in self.rows():
+        for seq, h, mac, body in self.rows():
             try:
                 doc = parse_body(body)
                 rec = Record(seq, str(doc["time"]), str(doc["kind"]),
                              doc["data"] if isinstance(doc["data"], dict) else {},
-                             str(doc["prev"]), h)
+                             str(doc["prev"]), h, doc["v"], mac)
             except (ValueError, UnicodeDecodeError):
-                rec = Record(seq, "", "(unreadable)", {}, "", h)
+                rec = Record(seq, "", "(unreadable)", {}, "", h, 0, mac)
             if since and rec.time < since:
                 continue
             if until and rec.time >= until:
