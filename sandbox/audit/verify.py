@@ -140,6 +140,9 @@ def _check_hwm(log, hwm, head: int, hashes: dict, pub_raw, mac_key) -> str | Non
             _keys.check_signature(pub_raw, hwm_message(hwm), str(hwm["sig"]))
     except (KeyError, TypeError, ValueError):
         good, w_seq, w_hash = False, 0, ""
+    if not good and w_seq == 0 and head == 0 and not log.key_path.exists() \
+            and not log.public_key_path.exists():
+        return None     # a key's creation was interrupted after its mark: nothing signed yet
     if not good:
         return f"the high-water mark {HWM_NAME} is not signed by this host's audit key"
     if w_seq > 0 and head == 0:
@@ -284,10 +287,15 @@ def verify_log(log, public_key: str | Path | None = None, *,
         # the mark is the host's own: checked with the host's public key
         # (a key held apart is for the anchor's signature, step 4)
         host_pub = pub_raw
-        if explicit:
+        if explicit or host_pub is None:
             try:
                 host_pub = _keys.public_raw(log.public_key_path.read_bytes())
             except (OSError, _keys.KeyError_):
+                host_pub = None
+        if host_pub is None and mac_key is not None:
+            try:        # the public key file was not written yet (a crash): derive it
+                host_pub = _keys.derive_public(_keys.private_seed(log.key_path.read_bytes()))
+            except (OSError, _keys.KeyError_, ValueError):
                 host_pub = None
         why = _check_hwm(log, hwm, head, hashes, host_pub, mac_key)
         return _fail(n_rows, head, None, why) if why else None

@@ -42,9 +42,14 @@ def world():
     shutil.rmtree(d, ignore_errors=True)
 
 
+#: the writers' bounded wait, shortened for the test (production: 10 s)
+WAIT = {"SANDBOX_AUDIT_LOCK_WAIT": "2"}
+
+
 def _run_marker(d: Path, timeout=60):
     return helpers.run_sandbox(d, "run", "--rootfs", str(d / "r"), "-v", f"{d / 'out'}:/out:rw,Z",
-                               "--", "sh", "-c", "echo ran > /out/marker", timeout=timeout)
+                               "--", "sh", "-c", "echo ran > /out/marker", timeout=timeout,
+                               env=WAIT)
 
 
 def _verify(d: Path):

@@ -150,6 +150,7 @@ def test_mixed_run_records_what_each_launch_ran_under(mixed):
     assert i["image"]["verification"] is None
     ins = by_seq[seq["insecure"]]["data"]
     assert ins["option"] == "image" and ins["sandbox_id"] == i["sandbox_id"]
+    assert ins["caller"]["uid"] == 0 and ins["command"] == ["true"]     # issue 14: who, what
     assert ins["image"]["digest"] == i["image"]["digest"]
     # every launch has its exit, status 0
     exits = {r["data"]["sandbox_id"]: r for r in recs if r["kind"] == "exit"}
