@@ -176,10 +176,18 @@ def record_launch(log, paths, data: dict) -> int:
     record is committed when this returns: a crash after it cannot undo it
     (WAL commit), and the only loss left is a power cut within
     ``synchronous=NORMAL``'s window, which `verify` detects."""
-    if log is None:
-        from . import record_event
-        return record_event(paths, "launch", data)
-    return log.append("launch", data)
+    from ..errors import SandboxError, SetupError
+    try:
+        if log is None:
+            from . import record_event
+            return record_event(paths, "launch", data)
+        return log.append("launch", data)
+    except SandboxError as e:
+        raise SetupError(f"launch refused before the payload ran: its audit record could not "
+                         f"be written ({e.message})", step="audit record",
+                         errno=getattr(e, "errno", None),
+                         hint="free space in the state folder, or stop what holds the audit "
+                              "log locked, then run again") from e
 
 
 def record_exit(log, paths, data: dict, *, kind: str = "exit") -> int | None:
