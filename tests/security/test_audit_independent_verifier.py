@@ -342,3 +342,17 @@ def test_independent_verifier_agrees_on_an_exported_1000_record_log(tmp_path):
     # a shortened export: behind the witness
     ok, why = iv.verify(lines[:990], pub, witnesses=[("w.json", witness)])
     assert not ok and "behind witness" in why
+
+
+def test_a_log_restarted_under_the_same_key_fails_verify(log8):
+    # rm -f audit.db* audit.anchor, then a new launch starts a fresh chain:
+    # the key's high-water mark knows it had signed further
+    state, witness = log8
+    remove_log_and_anchor(state)
+    record_event(Paths.resolve(state.parent), "launch", samples.launch("default", "sb-new"))
+    _close_all()
+    ours, theirs, why, msg = _both(state, None)
+    assert not ours and "the audit key had signed up to record" in msg
+    assert not theirs and "gap" in why
+    ours, theirs, why, msg = _both(state, witness)
+    assert not ours and not theirs
