@@ -92,6 +92,8 @@ PACKAGES=(
     python3 python3-venv python3-dev gcc libcap-dev libseccomp2
     # tests: signatures, a static userland for tiny root file systems, rootless runs
     gnupg busybox-static util-linux passwd attr
+    # tests: a launch through `sudo -u` records SUDO_USER (issue 14)
+    sudo
     # peers for benchmarks, and real OCI images for tests
     bubblewrap crun runc skopeo umoci
     # networking

@@ -189,6 +189,9 @@ class Sandbox:
             self.ports = tuple(parse_port(p) if isinstance(p, str) else p for p in self.ports)
             self.dns = tuple(parse_dns(d) for d in self.dns)
         self.audit = audit
+        if audit:   # issue 14: who started it, taken here (a detached supervisor is a daemon)
+            from .audit.evidence import build_caller
+        self.caller = build_caller() if audit else None
         self.verification = None     # the last launch's image Verification, if any
         self.image_record = None
         self.label_plan = None
@@ -431,12 +434,17 @@ class Sandbox:
             try:
                 plan = self.plan(argv, sandbox_id=sid, reservations=reservations)
             except SandboxError as e:
-                self._record("refusal", _refusal(sid, e, self))
+                from .audit import evidence     # issue 14: typos are not refusals
+                if not evidence.is_usage_error(e):
+                    self._record("refusal", evidence.complete_refusal(
+                        _refusal(sid, e, self), self.caller, argv))
                 raise
             plan_digest = plan.digest()     # once: the record and the result share it
             for opt in plan.insecure_options:
                 self._record("insecure-option", {"sandbox_id": sid, "option": opt,
-                                                 "image": self._image_dict()})
+                                                 "image": self._image_dict(),
+                                                 # issue 14: who, and what they ran
+                                                 "caller": self.caller, "command": list(argv)})
             if _detached is not None:       # lifecycle: record the resources first
                 _detached.planned(plan)
 
@@ -448,20 +456,35 @@ class Sandbox:
                     from . import audit
                     log["log"] = audit.prepare(self.paths)
 
+            def confined(effective, pid):   # issue 14: the record is durable before go
+                if self.audit:
+                    from .audit import evidence
+                    evidence.record_launch(log.get("log"), self.paths, evidence.complete_launch(
+                        self._launch_record(plan, effective, plan_digest), self.caller))
+                    log["launched"] = True
+
             def started(effective, pid):
-                self._record("launch", self._launch_record(plan, effective, plan_digest),
-                             log.get("log"))
                 if _detached is not None:   # lifecycle: state running, caller told
                     _detached.started(effective, pid)
 
             try:
-                res = launch(plan, on_forked=prepare, on_started=started,
+                res = launch(plan, on_forked=prepare, on_started=started, on_confined=confined,
                              **(_detached.launch_options if _detached is not None else {}))
             except SandboxError as e:
-                self._record("refusal", _refusal(sid, e, self, stage="setup"), log.get("log"))
+                from .audit import evidence     # issue 14: a recorded launch ends with its exit
+                if log.get("launched"):
+                    evidence.record_exit(log.get("log"), self.paths, {
+                        "sandbox_id": sid, "status": e.run_status, "signal": None,
+                        "error": e.message})
+                else:
+                    self._record("refusal", evidence.complete_refusal(
+                        _refusal(sid, e, self, stage="setup"), self.caller, argv), log.get("log"))
                 raise
-            self._record("exit", {"sandbox_id": sid, "status": res.status, "signal": res.signal,
-                                  "duration_ms": round(res.duration_ms, 3)}, log.get("log"))
+            if self.audit:                      # issue 14: retried; kept as a gap if lost
+                from .audit import evidence
+                evidence.record_exit(log.get("log"), self.paths, {
+                    "sandbox_id": sid, "status": res.status, "signal": res.signal,
+                    "duration_ms": round(res.duration_ms, 3)})
             return RunResult(res.sandbox_id, res.status, res.signal, res.duration_ms,
                              plan_digest, res.effective, res.missing)
         finally:

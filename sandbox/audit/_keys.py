@@ -103,20 +103,27 @@ def _write_new(path: Path, data: bytes, mode: int) -> bool:
         os.unlink(tmp)
 
 
-def ensure_key(state: Path) -> None:
+def ensure_key(state: Path, before_link=None) -> bool:
     """Make the key pair in ``state`` unless it exists (safe against
-    concurrent callers and against a crash half-way)."""
+    concurrent callers and against a crash half-way). True when this call
+    made the private key. ``before_link(seed)`` runs with a new key's seed
+    before the key file appears (the log writes the key's high-water mark
+    there, so no key is ever seen without one)."""
     key = state / KEY_NAME
     pub = state / PUB_NAME
+    made = False
     if not key.exists():
         from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
         from cryptography.hazmat.primitives import serialization as s
         k = Ed25519PrivateKey.generate()
         seed = k.private_bytes(s.Encoding.Raw, s.PrivateFormat.Raw, s.NoEncryption())
-        _write_new(key, _pem("PRIVATE KEY", _PKCS8_PREFIX + seed), 0o600)
+        if before_link is not None:
+            before_link(seed)
+        made = _write_new(key, _pem("PRIVATE KEY", _PKCS8_PREFIX + seed), 0o600)
     if not pub.exists():
         raw = derive_public(private_seed(key.read_bytes()))
         _write_new(pub, _pem("PUBLIC KEY", _SPKI_PREFIX + raw), 0o644)
+    return made
 
 
 def derive_public(seed: bytes) -> bytes:
@@ -153,10 +160,12 @@ def seal(key: bytes, domain: bytes, message: bytes) -> str:
     return blake2b(domain + b"\0" + message, key=key, digest_size=32).hexdigest()
 
 
-def sign(state: Path, message: bytes) -> tuple[str, str]:
-    """Ed25519 signature of ``message`` with the host key: ``(hex, fingerprint)``."""
+def sign(state: Path, message: bytes, seed: bytes | None = None) -> tuple[str, str]:
+    """Ed25519 signature of ``message`` with the host key (or ``seed``):
+    ``(hex, fingerprint)``."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    seed = private_seed((state / KEY_NAME).read_bytes())
+    if seed is None:
+        seed = private_seed((state / KEY_NAME).read_bytes())
     k = Ed25519PrivateKey.from_private_bytes(seed)
     return k.sign(message).hex(), fingerprint(derive_public(seed))
 

@@ -97,6 +97,8 @@ KINDS = ("launch", "exit", "refusal", "trust.add", "trust.remove",
 #: Written by the log itself when a writer finds the database no longer
 #: ending where the anchor says (see `AuditLog._find_gap`).
 GAP_KIND = "audit.gap"
+#: Written by the log itself when a new host key replaced another.
+KEY_KIND = "audit.key"
 #: Kinds written on the launch path: sealed at once, signed in batches.
 HOT_KINDS = frozenset({"launch", "exit", "insecure-option"})
 #: Sign on the hot path when the signature lags by this many records ...
@@ -104,8 +106,24 @@ SIGN_EVERY = 32
 #: ... or is older than this many seconds.
 SIGN_AFTER = 600
 
-RECORD_VERSION = 1
+#: Version 2 bodies are RFC 8785 (JCS) canonical JSON; version 1 bodies
+#: (older logs, and values outside JCS's integer range) are `canonical`.
+RECORD_VERSION = 2
 ANCHOR_VERSION = 1
+#: Seconds a writer waits for ``audit.lock`` (and SQLite for its own lock)
+#: before giving up: a launch whose record cannot be written in this time
+#: is refused (issue 14), never run unrecorded.
+LOCK_WAIT = 10.0
+try:        # tests shorten it; a caller can only make refusals sooner, never skip a record
+    LOCK_WAIT = min(max(float(os.environ["SANDBOX_AUDIT_LOCK_WAIT"]), 0.1), 300.0)
+except (KeyError, ValueError):
+    pass
+#: The signed high-water mark beside the key: how far the key has signed.
+HWM_NAME = "audit-key.hwm"
+HWM_DOMAIN = b"sandbox audit high-water v1\n"
+#: Folder of records a writer could not append (an exit after a transient
+#: failure); the next writer appends each as an ``audit.gap`` record.
+LOST_NAME = "audit.lost"
 SIGN_DOMAIN = b"sandbox audit anchor v1\n"
 
 _SCHEMA = (
@@ -189,6 +207,55 @@ def _no_checkpoint_on_close(con, path: Path) -> bool:
 ANCHOR_SLOT = 2048
 
 
+class _Expired(Exception):
+    pass
+
+
+def _on_alarm(_signum, _frame):
+    raise _Expired
+
+
+def _flock_within(fd: int, timeout: float) -> bool:
+    """``flock(LOCK_EX)`` on ``fd``, giving up after ``timeout`` seconds.
+
+    Where it can (the main thread, SIGALRM unused), a blocking ``flock``
+    under a one-shot ``ITIMER_REAL``: the kernel hands the lock to waiters
+    as it is released, so 50 concurrent writers all get their turn. (Polling
+    with ``LOCK_NB`` starves: a sleeping poller misses every release.)
+    Elsewhere it polls every few milliseconds."""
+    import fcntl
+    import signal
+    import threading
+    import time
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, None)
+            and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)):
+        got = False
+        old = signal.signal(signal.SIGALRM, _on_alarm)
+        try:
+            try:
+                signal.setitimer(signal.ITIMER_REAL, timeout)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    got = True
+                except _Expired:
+                    pass
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            except _Expired:        # fired just after the lock was won: keep it
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        finally:
+            signal.signal(signal.SIGALRM, old)
+        return got
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            time.sleep(0.002)
+    return False
+
+
 def make_anchor(key: bytes, seq: int, h: str, gen: int, signed) -> dict:
     """One anchor slot: the head ``(seq, hash)``, its generation, its seal
     (keyed BLAKE2b over seq, hash and generation) and the signed head."""
@@ -241,6 +308,8 @@ class Record(NamedTuple):
     data: dict
     prev: str
     hash: str
+    v: int = 1                       # the body's version (issue 14: 2 is RFC 8785)
+    mac: str | None = None           # the record's seal, as stored
 
     @property
     def sandbox_id(self) -> str | None:
@@ -248,8 +317,10 @@ class Record(NamedTuple):
         return v if isinstance(v, str) else None
 
     def to_dict(self) -> dict:
-        return {"seq": self.seq, "time": self.time, "kind": self.kind,
-                "data": self.data, "prev": self.prev, "hash": self.hash}
+        """The export form (docs/audit-format.md): the body's fields, then
+        ``hash`` and ``mac``."""
+        return {"v": self.v, "seq": self.seq, "time": self.time, "kind": self.kind,
+                "data": self.data, "prev": self.prev, "hash": self.hash, "mac": self.mac}
 
 
 def _check_kind(kind: str) -> None:
@@ -269,13 +340,80 @@ def anchor_message(signed: dict) -> bytes:
                                     ("seq", "hash", "time", "unix", "key")})
 
 
+def hwm_message(doc: dict) -> bytes:
+    """The bytes a high-water mark signature covers: a domain line, then
+    canonical ``{"seq", "hash", "time", "key"}``."""
+    return HWM_DOMAIN + canonical({k: doc[k] for k in ("seq", "hash", "time", "key")})
+
+
 def parse_body(body: bytes) -> dict:
     """A record body as a dict; ``ValueError`` if it is not a valid record."""
     import json
     doc = json.loads(body.decode("utf-8"))
-    if not isinstance(doc, dict) or set(doc) != {"v", "seq", "time", "kind", "data", "prev"}:
+    if not isinstance(doc, dict) or set(doc) != {"v", "seq", "time", "kind", "data", "prev"} \
+            or doc["v"] not in (1, 2):
         raise ValueError("not an audit record")
     return doc
+
+
+def canonical_body(doc: dict) -> bytes:
+    """The canonical bytes of a parsed record body, by its version: RFC 8785
+    (JCS) for version 2, `canonical` for version 1."""
+    if doc.get("v") == 2:
+        if _jcs_as_json(doc):
+            return canonical(doc)
+        import rfc8785
+        return rfc8785.dumps(doc)
+    return canonical(doc)
+
+
+_SAFE_INT = 2 ** 53 - 1
+
+
+def _jcs_as_json(value) -> bool:
+    """True when `canonical` (Python's sorted, compact JSON) gives exactly
+    the RFC 8785 bytes of ``value``: no floats (their text differs:
+    ``100.0``/``100``, ``1e-07``/``1e-7``), integers within JCS's range,
+    keys in ASCII (JCS sorts by UTF-16 units, Python by code points; the
+    same for ASCII). String escapes are the same in both (``\\n``,
+    ``\\u001f``, ``\\"``, non-ASCII as UTF-8)."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and k.isascii() and _jcs_as_json(v)
+                   for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_jcs_as_json(v) for v in value)
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return True
+    if isinstance(value, int):
+        return -_SAFE_INT <= value <= _SAFE_INT
+    return False
+
+
+def build_body(seq: int, time: str, kind: str, data: dict, prev: str) -> bytes:
+    """A new record's body: version 2 (RFC 8785) when the data fits JCS's
+    value domain (integers within +-2**53-1, finite floats), else version 1.
+
+    Cost: a launch record has no float, so its JCS bytes are the standard
+    library's sorted compact JSON (`_jcs_as_json` checks, ~20 us); the pure
+    Python canonicalizer (~1 ms for a launch record) runs only for records
+    with floats (an exit's duration: small)."""
+    import json
+    plain = json.loads(canonical(data))       # paths, sets, bytes as JSON values
+    doc = {"v": RECORD_VERSION, "seq": seq, "time": time, "kind": kind, "data": plain,
+           "prev": prev}
+    if _jcs_as_json(doc):
+        return canonical(doc)
+    import rfc8785
+    try:
+        body = rfc8785.dumps(doc)
+        # a verifier re-canonicalizes the *parsed* body: a float such as
+        # 2**53 is written as an integer JCS then refuses; keep those v1
+        if rfc8785.dumps(json.loads(body)) == body:
+            return body
+    except (rfc8785.CanonicalizationError, ValueError, TypeError):
+        pass
+    doc["v"] = 1
+    return canonical(doc)
 
 
 class AuditLog:
@@ -294,9 +432,12 @@ class AuditLog:
         self.lock_path = self.state / LOCK_NAME
         self.key_path = self.state / _keys.KEY_NAME
         self.public_key_path = self.state / _keys.PUB_NAME
+        self.hwm_path = self.state / HWM_NAME
+        self.lost_path = self.state / LOST_NAME
         self._con = None
         self._pid = None
         self._ready = False
+        self._key_event = None
 
     # -- connections -----------------------------------------------------
 
@@ -313,7 +454,7 @@ class AuditLog:
         elif not self.db_path.exists():
             return None
         try:
-            con = sqlite3.connect(self.db_path, isolation_level=None, timeout=60,
+            con = sqlite3.connect(self.db_path, isolation_level=None, timeout=LOCK_WAIT,
                                   check_same_thread=False)
         except sqlite3.OperationalError:
             if write:
@@ -324,7 +465,11 @@ class AuditLog:
         con.execute("PRAGMA synchronous=NORMAL")
         if write:
             con.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
-            _no_checkpoint_on_close(con, self.db_path)
+        # Readers too (issue 14): a reader that is the last to close would
+        # checkpoint and delete the WAL and its index, which the next
+        # writer must then make again: on a full disk, a half-made WAL that
+        # no reader can open ("disk I/O error") though no record was lost.
+        _no_checkpoint_on_close(con, self.db_path)
         self._con, self._pid, self._ready = con, os.getpid(), False
         return con
 
@@ -341,12 +486,29 @@ class AuditLog:
         self._ready = False
 
     def _lock(self) -> int:
+        """Take ``audit.lock`` exclusively, waiting at most `LOCK_WAIT`
+        seconds (a writer stuck behind a held lock must give up, so the
+        launch it records is refused instead of hanging or running
+        unrecorded). Raises ``TimeoutError`` then."""
+        import errno
         import fcntl
         if not self._ready:
             self.state.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return fd
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)     # the normal case
+                return fd
+            except BlockingIOError:
+                pass
+            if _flock_within(fd, LOCK_WAIT):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        raise TimeoutError(errno.ETIMEDOUT, f"the audit log is locked by another process "
+                           f"(waited {LOCK_WAIT:g} s)", str(self.lock_path))
 
     def _prepare(self):
         """State folder, key pair, database schema; once per connection."""
@@ -354,7 +516,21 @@ class AuditLog:
             return self._con
         self.state.mkdir(parents=True, exist_ok=True, mode=0o700)
         _tighten_state(self.state)
-        _keys.ensure_key(self.state)
+        # A new key starts at the genesis: from now on the key knows how far
+        # it has signed, so a removed or restarted log is caught. The mark
+        # is written before the key file appears (a crash between the two
+        # leaves no key without its mark). A key that replaces another is
+        # itself recorded (``audit.key``) by the next append, naming how far
+        # the old one had signed.
+        old = self.read_hwm() if not self.key_path.exists() else None
+        if _keys.ensure_key(self.state, before_link=lambda seed: self._write_hwm(
+                {"seq": 0, "hash": GENESIS, "time": utc_now()}, seed)):
+            if old is not None and (old.get("seq") != 0 or self.db_path.exists()):
+                self._key_event = {"reason": "a new host audit key was made",
+                                   "key": (self.read_hwm() or {}).get("key"),
+                                   "previous": {k: old.get(k) for k in
+                                                ("key", "seq", "hash", "time", "damaged")
+                                                if k in old}}
         con = self._connect(write=True)
         if con.execute("PRAGMA user_version").fetchone()[0] < 1:
             # WAL must be set outside a transaction; it persists in the file.
@@ -372,7 +548,12 @@ class AuditLog:
             # append then leaves a sealed record past it, not a log without
             # an anchor (which is what deleting the anchor looks like).
             key = _keys.mac_key(self.state)
-            if key is not None and not self.anchor_path.exists():
+            hwm = self.read_hwm()
+            fresh = isinstance(hwm, dict) and hwm.get("seq") == 0
+            # ... but only under a key that has signed nothing yet: a log
+            # made afresh under a key that has signed records is a removed
+            # log, which the first append records as a gap (`_find_gap`).
+            if key is not None and fresh and not self.anchor_path.exists():
                 self._create_anchor(key, 0, GENESIS, None)
         self._ready = True
         return con
@@ -428,15 +609,28 @@ class AuditLog:
             try:
                 head = con.execute(
                     "SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
-                gap = self._find_gap(con, key, head, anchor, anchor_err)
+                gap = self._find_gap(con, key, head, anchor, anchor_err,
+                                     self.read_hwm() if anchor is None else None)
                 if gap is not None:
                     head = self._insert(con, key, head, "audit.gap", gap)
+                if self._key_event is not None:
+                    head = self._insert(con, key, head, KEY_KIND, self._key_event)
+                lost = self._lost_records()
+                for _name, doc in lost:     # records an earlier writer could not append
+                    head = self._insert(con, key, head, "audit.gap", doc)
+                    gap = gap or doc
                 seq, h = self._insert(con, key, head, kind, data)
                 con.execute("COMMIT")
             except BaseException:
                 if con.in_transaction:
                     con.execute("ROLLBACK")
                 raise
+            self._key_event = None
+            for name, _doc in lost:
+                try:
+                    os.unlink(self.lost_path / name)
+                except OSError:
+                    pass
             # The record is committed; move the anchor at once (still locked)
             # so the window in which a crash leaves it behind stays tiny ...
             signed = anchor.get("signed") if anchor and gap is None else None
@@ -451,18 +645,59 @@ class AuditLog:
         finally:
             os.close(lock)
 
+    def _lost_records(self) -> list[tuple[str, dict]]:
+        """``audit.gap`` data for each record a writer could not append
+        (`save_lost`); one failed ``scandir`` in the normal case."""
+        try:
+            names = sorted(e.name for e in os.scandir(self.lost_path)
+                           if e.name.endswith(".json"))
+        except OSError:
+            return []
+        import json
+        out = []
+        for name in names:
+            try:
+                lost = json.loads((self.lost_path / name).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                lost = {"unreadable": name}
+            out.append((name, {"reason": "a record could not be written at the time "
+                                         f"({lost.get('error', '?') if isinstance(lost, dict) else '?'}); "
+                                         "it is kept here as 'lost'",
+                               "lost": lost}))
+        return out
+
+    def save_lost(self, kind: str, data: dict, error: str) -> Path | None:
+        """Keep a record that could not be appended (after retries) for the
+        next writer, which appends it inside an ``audit.gap`` record so
+        `verify` reports what was lost. Returns the file, or None when even
+        that cannot be written (then only the caller's warning remains)."""
+        try:
+            self.lost_path.mkdir(mode=0o700, exist_ok=True)
+            p = self.lost_path / f"{utc_now()}-{os.getpid()}-{kind}.json"
+            tmp = p.with_name("." + p.name)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, canonical({"kind": kind, "data": data, "time": utc_now(),
+                                        "error": error}))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, p)
+            return p
+        except OSError:
+            return None
+
     @staticmethod
     def _insert(con, key: bytes, head, kind: str, data: dict) -> tuple[int, str]:
         seq, prev = (head[0] + 1, head[1]) if head else (1, GENESIS)
-        body = canonical({"v": RECORD_VERSION, "seq": seq, "time": utc_now(),
-                          "kind": kind, "data": data, "prev": prev})
+        body = build_body(seq, utc_now(), kind, data, prev)
         h = sha256_hex(body)
         con.execute("INSERT INTO records (seq, hash, mac, body) VALUES (?, ?, ?, ?)",
                     (seq, h, _keys.seal(key, b"record", h.encode()), body))
         return seq, h
 
     @staticmethod
-    def _find_gap(con, key: bytes, head, anchor, anchor_err) -> dict | None:
+    def _find_gap(con, key: bytes, head, anchor, anchor_err, hwm=None) -> dict | None:
         """Before appending: does the database still end where the anchor
         says? If not (records deleted or changed, the anchor removed, or a
         power loss undid commits) the writer must not quietly extend the
@@ -473,9 +708,16 @@ class AuditLog:
         if anchor_err:
             reason = anchor_err
         elif anchor is None:
-            if head is None:
-                return None          # a new log
-            reason = "the anchor is missing"
+            hw = hwm.get("seq") if isinstance(hwm, dict) else None
+            if head is None and hw == 0:
+                return None          # a new log under a new key
+            if head is None and isinstance(hw, int) and hw > 0:
+                reason = (f"the log is missing: the audit key had signed up to record {hw} "
+                          "(the log was removed or restarted under the same key)")
+            elif head is None:
+                reason = "the log is missing and so is the key's high-water mark " + HWM_NAME
+            else:
+                reason = "the anchor is missing"
         else:
             try:
                 a_seq, a_hash = int(anchor["seq"]), str(anchor["hash"])
@@ -526,7 +768,53 @@ class AuditLog:
         signed["key"] = fingerprint(derive_public(seed))
         sig, _ = _keys.sign(self.state, anchor_message(signed))
         signed["sig"] = sig
+        self._write_hwm(signed)
         return signed
+
+    def _write_hwm(self, signed: dict, seed: bytes | None = None) -> None:
+        """Record beside the key how far it has signed (`HWM_NAME`): the
+        head ``(seq, hash)`` and time, Ed25519-signed. Only moves forward
+        in the normal case; atomic (temporary file, then rename)."""
+        from ._keys import derive_public, fingerprint, private_seed
+        if seed is None:
+            seed = private_seed(self.key_path.read_bytes())
+        doc = {"v": 1, "seq": int(signed["seq"]), "hash": str(signed["hash"]),
+               "time": str(signed["time"]), "key": fingerprint(derive_public(seed))}
+        doc["sig"], _ = _keys.sign(self.state, hwm_message(doc), seed)
+        tmp = self.hwm_path.with_name(f".{HWM_NAME}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, canonical(doc) + b"\n")
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.hwm_path)
+
+    def read_hwm(self) -> dict | None:
+        """The high-water mark as a dict, None when absent; a damaged file
+        reads as ``{"damaged": reason}``."""
+        import json
+        try:
+            doc = json.loads(self.hwm_path.read_bytes().decode("utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            return {"damaged": str(e)}
+        return doc if isinstance(doc, dict) else {"damaged": "not a JSON object"}
+
+    def witness(self) -> dict:
+        """The signed head to ship off the host (``audit anchor export``):
+        the anchor's signed block (seq, hash, time, unix, key, sig) plus the
+        host name. Signs the head first when it is not yet signed."""
+        import socket
+        self.sign()
+        anchor = self.read_anchor() or {}
+        signed = anchor.get("signed")
+        if not isinstance(signed, dict):
+            from ..errors import NotFound
+            raise NotFound("the audit log has no signed head yet",
+                           hint="record something first, then run 'sandbox audit verify'")
+        return {"v": 1, "kind": "sandbox-audit-witness", "host": socket.gethostname(),
+                **{k: signed[k] for k in ("seq", "hash", "time", "unix", "key", "sig")}}
 
     def _write_anchor(self, key: bytes, seq: int, h: str, signed) -> None:
         """Write the anchor's next slot in place (see `ANCHOR_SLOT`). Only
@@ -664,14 +952,14 @@ class AuditLog:
         A record whose body cannot be parsed is yielded with kind
         ``"(unreadable)"`` (``audit verify`` says why)."""
         kinds = set(kinds) if kinds else None
-        for seq, h, _mac, body in self.rows():
+        for seq, h, mac, body in self.rows():
             try:
                 doc = parse_body(body)
                 rec = Record(seq, str(doc["time"]), str(doc["kind"]),
                              doc["data"] if isinstance(doc["data"], dict) else {},
-                             str(doc["prev"]), h)
+                             str(doc["prev"]), h, doc["v"], mac)
             except (ValueError, UnicodeDecodeError):
-                rec = Record(seq, "", "(unreadable)", {}, "", h)
+                rec = Record(seq, "", "(unreadable)", {}, "", h, 0, mac)
             if since and rec.time < since:
                 continue
             if until and rec.time >= until:

@@ -60,10 +60,18 @@ class Evidence:
     message: str
     seq: int | None = None
     sandbox_id: str | None = None
+    # issue 14: what an auditor needs on the line itself (None: unknown)
+    time: str | None = None          # the record's time, ISO 8601 UTC
+    caller: str | None = None        # "alice (uid 1000) via sudo from bob"
+    command: str | None = None       # the argv, joined
+    image: str | None = None         # image ref@digest, or the root folder
+    uri: str | None = None           # the profile file, for profile subjects
 
     def to_dict(self) -> dict:
         return {"status": self.status, "subject": self.subject, "seq": self.seq,
-                "sandbox_id": self.sandbox_id, "message": self.message}
+                "sandbox_id": self.sandbox_id, "message": self.message,
+                "time": self.time, "caller": self.caller, "command": self.command,
+                "image": self.image, "uri": self.uri}
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +127,9 @@ class Report:
     verification: object = None
     head: int = 0
     tool_version: str = ""
+    #: issue 14: what the report covers, shown first by every format:
+    #: host, window (from, to), records (first, last), key, verification
+    scope: dict = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         out = {PASS: 0, FAIL: 0, NA: 0}
@@ -133,7 +144,8 @@ class Report:
 
     def to_dict(self) -> dict:
         v = self.verification
-        return {"generated": self.generated, "since": self.since, "tool": "sandbox",
+        return {"scope": self.scope,
+                "generated": self.generated, "since": self.since, "tool": "sandbox",
                 "version": self.tool_version, "records": self.records,
                 "launches": self.launches, "profiles": list(self.profiles),
                 "head": self.head, "summary": self.counts(),
@@ -185,6 +197,39 @@ def profile_view(profile) -> dict:
     }
 
 
+def _short(text: str, n: int = 160) -> str:
+    return text if len(text) <= n else text[:n - 3] + "..."
+
+
+def describe_record(data: dict | None, time: str | None = None) -> dict:
+    """The evidence context of a record's data: time, caller, command,
+    image (issue 14). Works on older records (``user`` instead of
+    ``caller``) and on profile views (the profile file as ``uri``)."""
+    d = data if isinstance(data, dict) else {}
+    caller = None
+    c = d.get("caller")
+    if isinstance(c, dict):
+        caller = f"{c.get('user')} (uid {c.get('uid')})"
+        if c.get("sudo_user"):
+            caller += f" via sudo from {c['sudo_user']}"
+    elif isinstance(d.get("user"), dict):
+        caller = f"{d['user'].get('name')} (uid {d['user'].get('uid')})"
+    cmd = d.get("command")
+    command = _short(" ".join(map(str, cmd))) if isinstance(cmd, list) and cmd else None
+    image = None
+    img = d.get("image")
+    if isinstance(img, dict) and img.get("ref"):
+        image = img["ref"] + (f"@{img['digest']}" if img.get("digest") else "")
+    elif isinstance(d.get("root"), dict):
+        r = d["root"]
+        image = f"{r.get('kind')}:{r['path']}" if r.get("path") else r.get("kind")
+    uri = None
+    prof = d.get("profile")
+    if time is None and isinstance(prof, dict) and prof.get("source"):
+        uri = str(prof["source"])
+    return {"time": time, "caller": caller, "command": command, "image": image, "uri": uri}
+
+
 def _judge_subjects(control: Control, subjects: list[Subject]) -> ControlResult:
     spec = REGISTRY[control.check]
     params = control.param_dict()
@@ -198,7 +243,8 @@ def _judge_subjects(control: Control, subjects: list[Subject]) -> ControlResult:
         if s.kind not in control.applies_to:
             continue
         o = spec.fn(s, **params)
-        ev = Evidence(o.status, s.ref, o.message, s.seq, s.sandbox_id)
+        ev = Evidence(o.status, s.ref, o.message, s.seq, s.sandbox_id,
+                      **describe_record(s.data, s.time))
         if o.status == NA:
             na.append(ev)
         else:
@@ -229,23 +275,28 @@ def _judge_log(control: Control, ctx: LogContext) -> ControlResult:
         return ControlResult(control, NA, (Evidence(NA, "audit log", "the log was not read"),))
     spec = REGISTRY[control.check]
     findings = spec.fn(ctx, **control.param_dict())
-    evidence = [Evidence(f.status, f.subject, f.message, f.seq, f.sandbox_id)
-                for f in findings if f.status != NA]
-    na = [Evidence(f.status, f.subject, f.message, f.seq, f.sandbox_id)
-          for f in findings if f.status == NA]
+    by_seq = ctx.extra.setdefault("by_seq", {r.seq: r for r in ctx.all_records})
+
+    def ev(f):
+        rec = by_seq.get(f.seq) if f.seq is not None and f.subject.startswith("record") else None
+        more = describe_record(rec.data, rec.time) if rec is not None else {}
+        return Evidence(f.status, f.subject, f.message, f.seq, f.sandbox_id, **more)
+    evidence = [ev(f) for f in findings if f.status != NA]
+    na = [ev(f) for f in findings if f.status == NA]
     return _aggregate(control, evidence, na, len(evidence))
 
 
 def evaluate(controls: list[Control], *, records: list, all_records: list | None = None,
              profiles: list | None = None, verification=None,
-             since: str | None = None) -> Report:
+             since: str | None = None, scope: dict | None = None) -> Report:
     """Judge ``controls``.
 
     ``records``: the period's `Record` values (all kinds, in order), or
     None when the log is not judged at all (profiles only: log controls are
     then not applicable); ``all_records``: the whole log (for checks that
     look past the period; default ``records``); ``profiles``: resolved
-    `Profile` values; ``verification``: the log's `VerifyResult`. Pure:
+    `Profile` values; ``verification``: the log's `VerifyResult`;
+    ``scope``: what the caller knows of the host (``host``, ``key``). Pure:
     reads nothing.
     """
     from ._canon import utc_now
@@ -271,11 +322,23 @@ def evaluate(controls: list[Control], *, records: list, all_records: list | None
     except Exception:
         ver = ""
     head = all_records[-1].seq if all_records else 0
-    return Report(generated=utc_now(), since=since, results=tuple(results),
+    now = utc_now()
+    scope = dict(scope or {})
+    scope.update({
+        "window": {"from": records[0].time if records else since, "to": now,
+                   "since": since},
+        "records": {"first": records[0].seq if records else None,
+                    "last": records[-1].seq if records else None,
+                    "count": len(records), "log_head": head},
+        "verification": ({"ok": verification.ok, "result": verification.message}
+                         if verification is not None else None),
+        "profiles": list(names)})
+    scope.setdefault("key", getattr(verification, "key", None))
+    return Report(generated=now, since=since, results=tuple(results),
                   records=len(records),
                   launches=sum(1 for r in records if r.kind == "launch"),
                   profiles=tuple(names), verification=verification, head=head,
-                  tool_version=ver)
+                  tool_version=ver, scope=scope)
 
 
 def build_report(log, *, controls: list[Control] | None = None, since: str | None = None,
@@ -287,5 +350,14 @@ def build_report(log, *, controls: list[Control] | None = None, since: str | Non
     all_records = list(log.records())
     period = [r for r in all_records if not since or r.time >= since]
     verification = log.verify() if verify else None
+    import socket
+    scope = {"host": socket.gethostname(), "state": str(log.state),
+             "key": getattr(verification, "key", None)}
+    if scope["key"] is None:
+        from . import _keys
+        try:
+            scope["key"] = _keys.fingerprint(_keys.public_raw(log.public_key_path.read_bytes()))
+        except (OSError, _keys.KeyError_):
+            pass
     return evaluate(controls, records=period, all_records=all_records,
-                    profiles=profiles, verification=verification, since=since)
+                    profiles=profiles, verification=verification, since=since, scope=scope)

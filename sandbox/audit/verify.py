@@ -74,8 +74,9 @@ class VerifyResult:
             if self.key:
                 parts.append(f"by key {self.key}")
             return ", ".join(parts)
-        where = f"record {self.first_bad}: " if self.first_bad is not None else ""
-        return f"audit log broken at {where}{self.reason}"
+        if self.first_bad is None:
+            return f"audit log broken: {self.reason}"
+        return f"audit log broken at record {self.first_bad}: {self.reason}"
 
     def to_dict(self) -> dict:
         return {"ok": self.ok, "records": self.records, "head": self.head,
@@ -122,17 +123,87 @@ def _fail(n_rows, head, first_bad, reason, **kw) -> VerifyResult:
     return VerifyResult(False, n_rows, head, first_bad, reason, **kw)
 
 
+def _check_hwm(log, hwm, head: int, hashes: dict, pub_raw, mac_key) -> str | None:
+    """Step 3b: the key's high-water mark (`log.HWM_NAME`). None when it
+    holds, else the reason. On the host (``mac_key``) a missing mark with
+    records present is only a note for logs older than the mark (it is made
+    at the next signature); a missing log under a key that has signed is a
+    failure."""
+    from .log import HWM_NAME, hwm_message
+    if hwm is None:
+        return None
+    if "damaged" in hwm:
+        return f"the high-water mark {HWM_NAME} is damaged ({hwm['damaged']})"
+    try:
+        w_seq, w_hash = int(hwm["seq"]), str(hwm["hash"])
+        good = pub_raw is not None and hwm.get("key") == _keys.fingerprint(pub_raw) and \
+            _keys.check_signature(pub_raw, hwm_message(hwm), str(hwm["sig"]))
+    except (KeyError, TypeError, ValueError):
+        good, w_seq, w_hash = False, 0, ""
+    if not good and w_seq == 0 and head == 0 and not log.key_path.exists() \
+            and not log.public_key_path.exists():
+        return None     # a key's creation was interrupted after its mark: nothing signed yet
+    if not good:
+        return f"the high-water mark {HWM_NAME} is not signed by this host's audit key"
+    if w_seq > 0 and head == 0:
+        return (f"the audit log is missing: the host key has signed up to record {w_seq} "
+                f"({hwm.get('time')}); the log was removed")
+    if w_seq > head:
+        return (f"the log ends at record {head} but the host key has signed up to record "
+                f"{w_seq}: records were removed")
+    if w_seq > 0 and hashes.get(w_seq) != w_hash:
+        return (f"record {w_seq} is not the one the host key signed: the log was "
+                "restarted or rewritten under the same key")
+    return None
+
+
+def _check_witnesses(witnesses, head: int, hashes: dict, pub_raw) -> str | None:
+    """Step 3c: each witness (a signed head exported with ``audit anchor
+    export``) must be signed by the key and lie on this log."""
+    from .log import anchor_message
+    for name, doc in witnesses:
+        try:
+            w_seq, w_hash = int(doc["seq"]), str(doc["hash"])
+            good = pub_raw is not None and doc.get("key") == _keys.fingerprint(pub_raw) and \
+                _keys.check_signature(pub_raw, anchor_message(doc), str(doc["sig"]))
+        except (KeyError, TypeError, ValueError):
+            good, w_seq, w_hash = False, 0, ""
+        if not good:
+            return f"witness {name} is not signed by this log's key"
+        if w_seq > head:
+            return (f"the log is behind witness {name}: it signed record {w_seq} "
+                    f"({doc.get('time')}) but the log ends at record {head}")
+        if w_seq > 0 and hashes.get(w_seq) != w_hash:
+            return f"the log forks from witness {name} at record {w_seq}"
+    return None
+
+
+def load_witness(path) -> tuple[str, dict]:
+    """``(name, dict)`` of a witness file; `NotFound` when unreadable."""
+    import json
+    from ..errors import NotFound
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(doc, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        raise NotFound(f"witness {str(path)!r} cannot be read: {e}",
+                       hint="give a file written by 'sandbox audit anchor export'") from None
+    return str(path), doc
+
+
 def verify_log(log, public_key: str | Path | None = None, *,
-               sign_head: bool = True) -> VerifyResult:
+               sign_head: bool = True, witnesses=()) -> VerifyResult:
     """Verify ``log`` (an `AuditLog`). ``public_key``: a PEM Ed25519 public
     key file held apart from the host; default the one beside the database.
     ``sign_head``: after success, sign the head when the private key is
-    readable (step 5). Never raises for a damaged log; raises `NotFound`
-    when ``public_key`` does not exist or is not an Ed25519 key."""
+    readable (step 5). ``witnesses``: ``(name, dict)`` pairs, signed heads
+    kept elsewhere (step 3c). Never raises for a damaged log; raises
+    `NotFound` when ``public_key`` does not exist or is not an Ed25519 key."""
     import sqlite3
 
     from ..errors import NotFound
-    from .log import GAP_KIND, anchor_message, anchor_seal_ok, parse_body
+    from .log import GAP_KIND, anchor_message, anchor_seal_ok, canonical_body, parse_body
 
     explicit = public_key is not None
     pub_raw = None
@@ -144,7 +215,8 @@ def verify_log(log, public_key: str | Path | None = None, *,
                            hint="give the PEM file 'audit-key.pub' from the host's state folder") from None
     mac_key = _keys.mac_key(log.state)
 
-    # Step 1: the anchor first.
+    # Step 1: the anchor first (and the key's high-water mark).
+    hwm = log.read_hwm()
     try:
         anchor = log.read_anchor()
     except (ValueError, UnicodeDecodeError) as e:
@@ -165,7 +237,7 @@ def verify_log(log, public_key: str | Path | None = None, *,
                 return _fail(n_rows, seq - 1, seq, "its content does not match its hash (edited)")
             try:  # 2c
                 doc = parse_body(body)
-                canon_ok = canonical(doc) == body
+                canon_ok = canonical_body(doc) == body
             except (ValueError, UnicodeDecodeError, TypeError):
                 return _fail(n_rows, seq - 1, seq, "it is not a valid record")
             if not canon_ok:
@@ -196,9 +268,41 @@ def verify_log(log, public_key: str | Path | None = None, *,
 
     # Step 3: the anchor.
     notes: list[str] = []
+    if pub_raw is None and (hwm is not None or witnesses):
+        try:
+            pub_raw = _keys.public_raw(log.public_key_path.read_bytes())
+        except (OSError, _keys.KeyError_):
+            pub_raw = None
+    def beyond_anchor():    # 3b and 3c: what the key and the witnesses know
+        if witnesses:
+            why = _check_witnesses(witnesses, head, hashes, pub_raw)
+            if why:
+                return _fail(n_rows, head, None, why)
+        if hwm is None and mac_key is not None:
+            if head == 0 and not explicit:
+                return _fail(n_rows, 0, None, "the audit log is missing, and so is the host "
+                             "key's high-water mark (audit-key.hwm): the log was removed")
+            if head > 0:
+                notes.append("the key has no high-water mark yet (made at the next signature)")
+        # the mark is the host's own: checked with the host's public key
+        # (a key held apart is for the anchor's signature, step 4)
+        host_pub = pub_raw
+        if explicit or host_pub is None:
+            try:
+                host_pub = _keys.public_raw(log.public_key_path.read_bytes())
+            except (OSError, _keys.KeyError_):
+                host_pub = None
+        if host_pub is None and mac_key is not None:
+            try:        # the public key file was not written yet (a crash): derive it
+                host_pub = _keys.derive_public(_keys.private_seed(log.key_path.read_bytes()))
+            except (OSError, _keys.KeyError_, ValueError):
+                host_pub = None
+        why = _check_hwm(log, hwm, head, hashes, host_pub, mac_key)
+        return _fail(n_rows, head, None, why) if why else None
+
     if anchor is None:
         if head == 0:
-            return VerifyResult(True, 0, 0, notes=("the log is empty",))
+            return beyond_anchor() or VerifyResult(True, 0, 0, notes=("the log is empty",))
         return _fail(n_rows, head, None, f"the anchor {log.anchor_path} is missing; "
                      "the end of the log cannot be checked")
     try:
@@ -214,6 +318,9 @@ def verify_log(log, public_key: str | Path | None = None, *,
                      f"but the log ends at {head}")
     if a_seq > 0 and hashes.get(a_seq) != a_hash:
         return _fail(n_rows, head, a_seq, "it does not match the hash the anchor holds")
+    failed = beyond_anchor()
+    if failed is not None:
+        return failed
     if a_seq < head:
         notes.append(f"record(s) {a_seq + 1}..{head} were written after the anchor "
                      "(an interrupted write); their seals are valid" if mac_key is not None

@@ -32,11 +32,22 @@ def _subcommand(argv: list[str]) -> str | None:
     return None
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (an audit record kept for later, a refusal not recorded) as
+    plain ``sandbox: warning:`` lines, not Python's file:line form (issue 14)."""
+    lines = str(message).splitlines() or [""]
+    sys.stderr.write("".join([f"sandbox: warning: {lines[0]}\n"] +
+                             [f"sandbox: {x}\n" for x in lines[1:]]))
+
+
 def main(argv=None) -> None:
     """Console entry point: runs the CLI and turns errors into exit codes."""
     from ..errors import SandboxError
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or bool(os.environ.get("SANDBOX_DEBUG"))
+    if not debug:
+        import warnings
+        warnings.showwarning = _show_warning
     is_run = _subcommand(args) == "run"
     if is_run:
         from ._run_fast import parse_fast

@@ -83,15 +83,22 @@ def log_cmd(ctx, since, sandbox_id, kinds, as_json):
 @audit.command("verify")
 @click.option("--public-key", type=click.Path(dir_okay=False), metavar="FILE",
               help="Check the signature with this PEM public key (held apart from the host).")
+@click.option("--witness", "witnesses", multiple=True, type=click.Path(dir_okay=False),
+              metavar="FILE", help="A signed head from 'sandbox audit anchor export' kept "
+                                   "elsewhere: fail when the log is behind it or forks from it; "
+                                   "repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
-def verify_cmd(ctx, public_key, as_json):
-    """Check every record, the hash chain, the anchor and its signature.
+def verify_cmd(ctx, public_key, witnesses, as_json):
+    """Check every record, the hash chain, the anchor and its signature,
+    the key's high-water mark (a removed or restarted log fails) and any
+    witnesses.
 
     Exit 0 when intact; 1 with the first bad sequence number otherwise.
     """
+    from ..audit.verify import load_witness, verify_log
     from ..errors import CheckFailed
-    result = _log(ctx).verify(public_key)
+    result = verify_log(_log(ctx), public_key, witnesses=[load_witness(w) for w in witnesses])
     if as_json:
         import json
         click.echo(json.dumps(result.to_dict(), sort_keys=True))
@@ -103,6 +110,27 @@ def verify_cmd(ctx, public_key, as_json):
         click.echo(result.message)
         for n in result.notes:
             click.echo(f"note: {n}")
+
+
+@audit.group("anchor")
+def anchor_grp():
+    """The signed head of the log, to keep off the host as a witness."""
+
+
+@anchor_grp.command("export")
+@click.option("-o", "--output", metavar="FILE", help="Write to FILE instead of standard output.")
+@click.pass_context
+def anchor_export_cmd(ctx, output):
+    """Write the signed head (seq, hash, time, key id, signature) as JSON.
+    The log is verified first and signed to its head; ship the file
+    elsewhere and later run 'sandbox audit verify --witness FILE'."""
+    import json
+    from ..errors import CheckFailed
+    log = _log(ctx)
+    result = log.verify()
+    if not result.ok:
+        raise CheckFailed(result.message, hint="a broken log gives no witness; investigate first")
+    _write(json.dumps(log.witness(), indent=2, sort_keys=True) + "\n", output)
 
 
 @audit.command("export")

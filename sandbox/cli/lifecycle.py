@@ -138,7 +138,16 @@ def rm(obj, refs, force):
 def gc(obj, grace, as_json):
     """Clean up after supervisors that died (processes, cgroups, runtime
     folders, host mounts, label reservations, network pieces, lock files)
-    and remove the records of sandboxes exited longer than the grace time."""
+    and remove the records of sandboxes exited longer than the grace time.
+
+    \b
+    Also (issue 14):
+    - writes an audit exit record ("supervisor died", status unknown) for
+      each launch whose supervisor is gone without one;
+    - removes id-range lock files (run/idmap/*.lock) no sandbox holds;
+    - leaves leftovers younger than 60 s alone (a launch may still be
+      starting) and prints each one it deferred, and why.
+    """
     from .. import lifecycle as lc
     rep = lc.gc(obj.paths, grace)
     if as_json:
@@ -150,6 +159,10 @@ def gc(obj, grace, as_json):
         click.echo(f"removed: {sid}")
     for p in rep["orphans"]:
         click.echo(f"removed orphan: {p}")
+    for x in rep.get("exits", ()):         # issue 14
+        click.echo(f"recorded exit (supervisor died) of {x['sandbox']}: audit record {x['seq']}")
+    for x in rep.get("deferred", ()):
+        click.echo(f"deferred: {x['what']}: {x['why']}")
     for p in rep["leftovers"]:
         click.echo(f"sandbox: could not remove {p}", err=True)
     return 1 if rep["leftovers"] else 0

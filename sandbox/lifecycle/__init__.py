@@ -290,7 +290,8 @@ def gc(root=None, grace: float = DEFAULT_GRACE) -> dict:
     lock files nobody holds, run folders, runtime folders, empty cgroups
     and host mounts under the runtime folder left by foreground runs."""
     paths = _paths(root)
-    report = {"cleaned": [], "removed": [], "orphans": [], "leftovers": []}
+    report = {"cleaned": [], "removed": [], "orphans": [], "leftovers": [],
+              "deferred": [], "exits": []}     # issue 14: what was deferred and why
     now = time.time()
     known = set()
     for rec in st.load_all(paths):
@@ -317,7 +318,7 @@ def gc(root=None, grace: float = DEFAULT_GRACE) -> dict:
                 report["removed"].append(sid)
             except SandboxError:
                 pass
-    report["orphans"] += _sweep_orphans(paths, known)
+    report["orphans"] += _sweep_orphans(paths, known, report["deferred"])
     if any((r.get("resources") or {}).get("net") for r in st.load_all(paths)) or \
             (Path(paths.state) / "network.db").exists():     # sandbox.net's leases
         removed, errs = _net_gc(paths)
@@ -328,6 +329,16 @@ def gc(root=None, grace: float = DEFAULT_GRACE) -> dict:
         gc_labels(paths)
     except Exception as e:  # noqa: BLE001
         report["leftovers"].append(f"labels: {e}")
+    from ..runtime.idmap import remove_free_locks      # issue 14: idle id-range locks
+    report["orphans"] += remove_free_locks(paths.runtime)
+    try:                                                # issue 14: every launch ends
+        from ..audit.evidence import record_crashed_exits
+        written, waiting = record_crashed_exits(paths)
+        report["exits"] += [{"sandbox": sid, "seq": seq} for sid, seq in written]
+        report["deferred"] += [{"what": f"exit record of {sid}", "why": why}
+                               for sid, why in waiting]
+    except SandboxError as e:
+        report["leftovers"].append(f"audit: {e.message}")
     return report
 
 
@@ -353,13 +364,18 @@ def _old(path: str) -> bool:
         return False
 
 
-def _sweep_orphans(paths: Paths, known: set) -> builtins.list[str]:
+def _sweep_orphans(paths: Paths, known: set, deferred=None) -> builtins.list[str]:
     """Leftovers no record names: a foreground supervisor killed, or a
     detached one killed before its first record. Only what is provably
     unused (no holder of its lock, no process inside, an empty cgroup) and
     older than `ORPHAN_AGE`; cgroups (host-wide) only for ids this root
     knows (a record or a runtime folder), never another root's."""
     out = []
+    young = f"younger than {ORPHAN_AGE} s (it may be a launch still starting); run gc again later"
+
+    def defer(path):        # issue 14: say what was left and why
+        if deferred is not None:
+            deferred.append({"what": path, "why": young})
     live = {r["id"] for r in st.load_all(paths) if st.effective_state(paths, r) in st.LIVE}
     rt = str(paths.runtime)
     ours = set(known)          # cgroups are host-wide: touch only this root's ids
@@ -367,14 +383,19 @@ def _sweep_orphans(paths: Paths, known: set) -> builtins.list[str]:
     for sid in (os.listdir(runs) if os.path.isdir(runs) else ()):
         d = os.path.join(runs, sid)
         if st.ID_RE.match(sid) and sid not in known and \
-                not st.lock_held(Path(d) / "supervisor.lock") and _old(d):
+                not st.lock_held(Path(d) / "supervisor.lock"):
+            if not _old(d):
+                defer(d)
+                continue
             shutil.rmtree(d, ignore_errors=True)
             out.append(d)
     for sid in (os.listdir(rt) if os.path.isdir(rt) else ()):
         d = os.path.join(rt, sid)
         if st.ID_RE.match(sid):
             ours.add(sid)
-        if st.ID_RE.match(sid) and sid not in live and _old(d) and not _cwd_users(d):
+        if st.ID_RE.match(sid) and sid not in live and not _old(d) and os.path.isdir(d):
+            defer(d)
+        elif st.ID_RE.match(sid) and sid not in live and _old(d) and not _cwd_users(d):
             for mp in _host_mounts_under([d]):
                 _umount(mp)
             from ..runtime.spawn import remove_base
@@ -382,7 +403,9 @@ def _sweep_orphans(paths: Paths, known: set) -> builtins.list[str]:
                 out.append(d)
     for d in glob.glob("/sys/fs/cgroup/*/sandbox/*") + glob.glob("/sys/fs/cgroup/sandbox/*"):
         sid = os.path.basename(d)
-        if sid in ours and sid not in live and _old(d):
+        if sid in ours and sid not in live and not _old(d):
+            defer(d)
+        elif sid in ours and sid not in live and _old(d):
             try:
                 os.rmdir(d)              # fails (EBUSY) while any process is in it
                 out.append(d)

@@ -106,9 +106,56 @@ def reserve(mode: str, runtime_dir: Path, *, inside_uid: int = 0,
         except BlockingIOError:
             os.close(fd)
             continue
+        if not _still_linked(fd, lockdir / f"{ustart}.lock"):
+            os.close(fd)            # issue 14: gc removed it meanwhile; a later slot
+            continue
         m = IdMap(f"0 {ustart} {RANGE}\n", f"0 {gstart} {RANGE}\n", False,
                   ustart + inside_uid, gstart + inside_gid)
         return Reservation(m, fd)
     raise HostSupportError(
         f"all {len(uids)} subordinate id ranges of root are in use by running sandboxes",
         hint="give root a larger range in /etc/subuid and /etc/subgid, or stop a sandbox")
+
+
+# -- issue 14: free lock files are removed by `sandbox gc` -------------------
+
+def _still_linked(fd: int, path: Path) -> bool:
+    """Whether the locked ``fd`` is still the file at ``path``: `gc` unlinks
+    a free lock file while holding its lock, so a reserver that opened it
+    just before must not keep a lock on a file no one else can see."""
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def remove_free_locks(runtime_dir: Path) -> list[str]:
+    """Remove the ``idmap/*.lock`` files no running sandbox holds; return
+    their paths. Each is locked first and unlinked while locked, so a
+    reserver racing with us either got it first (and it stays) or sees it
+    gone (`_still_linked`) and moves on."""
+    out = []
+    lockdir = Path(runtime_dir) / "idmap"
+    try:
+        names = sorted(os.listdir(lockdir))
+    except OSError:
+        return out
+    for name in names:
+        if not name.endswith(".lock"):
+            continue
+        path = lockdir / name
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _still_linked(fd, path):
+                os.unlink(path)
+                out.append(str(path))
+        except OSError:
+            pass        # held by a running sandbox (or gone): leave it
+        finally:
+            os.close(fd)
+    return out

@@ -231,13 +231,16 @@ def _crash_point(name: str) -> None:
 
 
 def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
-           on_forked=None, wait=None) -> LaunchResult:
+           on_forked=None, wait=None, on_confined=None) -> LaunchResult:
     """Run the plan to completion and return how it ended.
 
     ``on_forked()`` runs in the supervisor while the child sets up (the
     audit log opens then); ``on_started(effective: dict | None,
     payload_pid: int | None)`` once the payload has been exec'd (the audit
-    launch record). ``wait(c_pid) -> (pid, status)`` replaces the final
+    launch record). ``on_confined(effective, payload_pid)`` (issue 14) runs
+    while the payload waits, fully confined, before execve: it must make the
+    launch record durable; if it raises, the payload is killed before
+    execve and its error is raised. ``wait(c_pid) -> (pid, status)`` replaces the final
     ``os.waitpid`` (the detached supervisor copies the payload's output to
     its log meanwhile).
     Raises `SetupError`, `CommandNotFound`, `CommandNotExecutable` or
@@ -366,12 +369,26 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
                 # read its state now, so even /bin/true cannot race us
                 ppid = _payload_pid(target["pid"]) if target["pid"] else None
                 eff = read_effective(ppid) if (readback and ppid) else None
-                os.write(resume_w, b"X")
+                if on_confined is not None:     # issue 14: no go without the record
+                    try:
+                        on_confined(eff, ppid)
+                    except BaseException as e:  # noqa: BLE001 - raised after teardown
+                        error = e
+                        for victim in (target["pid"], c_pid):   # PID 1 ends the namespace
+                            if victim:
+                                try:
+                                    os.kill(victim, signal.SIGKILL)
+                                except ProcessLookupError:
+                                    pass
+                if error is None:
+                    os.write(resume_w, b"X")
                 first = b""
             os.close(resume_w)
             resume_w = None
             raw = first + _read_all(err_r)  # EOF: the payload was exec'd, or failed
-            if raw:
+            if error is not None:
+                pass
+            elif raw:
                 error = _error_from_child(raw, plan)
             elif on_started is not None or readback:
                 _crash_point("exec-done")

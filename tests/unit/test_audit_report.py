@@ -50,8 +50,9 @@ def test_mixed_run_fails_exactly_the_expected_controls_with_evidence(mixed):
     rep = build_report(log)
     log.close()
     failed = {r.control.id: r for r in rep.results if r.status == "fail"}
-    expected = EXPECTED_UNCONFINED | {"SBX-PRIV-02", "SBX-PRIV-06", "SBX-IMG-01", "SBX-IMG-02",
-                                      "SBX-LOG-02"}
+    # the insecure-option event belongs to a recorded launch: SBX-PRIV-02
+    # fails on the launch and SBX-PRIV-06 does not fire for the same act
+    expected = EXPECTED_UNCONFINED | {"SBX-PRIV-02", "SBX-IMG-01", "SBX-IMG-02", "SBX-LOG-02"}
     assert set(failed) == expected
 
     def seqs_of(cid):
@@ -63,7 +64,6 @@ def test_mixed_run_fails_exactly_the_expected_controls_with_evidence(mixed):
     assert seqs_of("SBX-IMG-01") == [seqs["insecure"]]
     assert seqs_of("SBX-IMG-02") == [seqs["strict"]]
     assert seqs_of("SBX-LOG-02") == [seqs["refusal"]]
-    assert seqs_of("SBX-PRIV-06") == [seqs["insecure-event"]]
     assert failed["SBX-PRIV-02"].failures[0].sandbox_id == "sb-insecure"
 
     passed = {r.control.id: r for r in rep.results if r.status == "pass"}
@@ -272,3 +272,18 @@ def test_bundled_confined_profiles_pass_every_profile_control(tmp_path, name):
     assert [r.control.id for r in rep.results if r.status == "fail"] == []
     assert rep.counts()["pass"] >= 15
     assert all(r.status == "not-applicable" for r in rep.results if r.control.scope == "log")
+
+
+def test_break_glass_outside_a_launch_fails_priv06_and_not_priv02(tmp_path):
+    """issue 14: PRIV-02 and PRIV-06 never fire for the same act."""
+    p = Paths.resolve(tmp_path)
+    record_event(p, "launch", samples.launch("default", "sb-1"))
+    record_event(p, "exit", samples.exit_("sb-1"))
+    alone = record_event(p, "insecure-option", {"sandbox_id": "sb-refused", "option": "image"})
+    log = AuditLog(p)
+    rep = build_report(log)
+    log.close()
+    st = {r.control.id: r for r in rep.results}
+    assert st["SBX-PRIV-02"].status == "pass"
+    assert st["SBX-PRIV-06"].status == "fail"
+    assert [e.seq for e in st["SBX-PRIV-06"].failures] == [alone]

@@ -22,10 +22,18 @@ class JUnitFormat(ReportFormat):
         root = ET.Element("testsuites", {"name": "sandbox audit", **attrs})
         suite = ET.SubElement(root, "testsuite", {"name": "sandbox audit report",
                                                    "timestamp": report.generated.rstrip("Z")[:19],
-                                                   "hostname": "localhost", **attrs})
+                                                   "hostname": (report.scope or {}).get("host") or "localhost",
+                                                   **attrs})
         props = ET.SubElement(suite, "properties")
-        for k, v in (("since", report.since or ""), ("records", report.records),
-                     ("launches", report.launches), ("profiles", ",".join(report.profiles))):
+        sc = report.scope or {}
+        win, rec, ver = sc.get("window") or {}, sc.get("records") or {}, sc.get("verification")
+        scope = (("host", sc.get("host") or ""), ("key", sc.get("key") or ""),   # issue 14
+                 ("window", f"{win.get('from') or ''}/{win.get('to') or ''}"),
+                 ("record_range", f"{rec.get('first') or ''}-{rec.get('last') or ''}"),
+                 ("verification", ver["result"] if ver else "not verified"))
+        for k, v in scope + (("since", report.since or ""), ("records", report.records),
+                             ("launches", report.launches),
+                             ("profiles", ",".join(report.profiles))):
             ET.SubElement(props, "property", {"name": k, "value": str(v)})
         for r in report.results:
             ctl = r.control

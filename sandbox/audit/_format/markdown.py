@@ -1,13 +1,18 @@
-"""Markdown: summary, a table of every control, then evidence per failure."""
+"""Markdown: the scope, a summary, a table of every control, then the
+evidence per failure. Rendered from the Jinja2 template
+``audit/templates/report.md`` with autoescape on: a value holding markup
+(``<script>``) renders as text wherever the Markdown is shown; table cells
+also escape ``|`` and line breaks."""
 
 from __future__ import annotations
 
-from . import STATUS_LABEL, ReportFormat, evidence_line
+from . import ReportFormat, scope_lines, template_env
 from .table import sort_results
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def _cell(text) -> object:
+    from markupsafe import Markup, escape
+    return Markup(str(escape(str(text))).replace("|", "\\|").replace("\n", " "))
 
 
 class MarkdownFormat(ReportFormat):
@@ -15,28 +20,11 @@ class MarkdownFormat(ReportFormat):
     suffix = ".md"
 
     def render(self, report) -> str:
-        c = report.counts()
-        out = ["# Sandbox compliance report", "",
-               f"Generated {report.generated}"
-               + (f", records since {report.since}" if report.since else "") + ".", "",
-               f"- **{c['fail']} failed**, {c['pass']} passed, {c['not-applicable']} not applicable",
-               f"- {report.launches} launch(es) in {report.records} record(s); log head seq {report.head}"]
-        if report.profiles:
-            out.append(f"- profiles judged: {', '.join(report.profiles)}")
-        if report.verification is not None:
-            out.append(f"- audit chain: {report.verification.message}")
-        out += ["", "| status | severity | control | title | references |",
-                "| --- | --- | --- | --- | --- |"]
-        for r in sort_results(report):
-            out.append(f"| {STATUS_LABEL[r.status]} | {r.control.severity} | {r.control.id} | "
-                       f"{_cell(r.control.title)} | {_cell(', '.join(r.control.references))} |")
-        fails = [r for r in sort_results(report) if r.status == "fail"]
-        if fails:
-            out += ["", "## Failed controls"]
-            for r in fails:
-                out += ["", f"### {r.control.id}: {r.control.title} ({r.control.severity})", "",
-                        r.control.rationale, ""]
-                if r.control.remediation:
-                    out += [f"Remediation: {r.control.remediation}", ""]
-                out += [f"- {_cell(evidence_line(e))}" for e in r.failures]
-        return "\n".join(out) + "\n"
+        env = template_env()
+        env.filters["cell"] = _cell
+        results = sort_results(report)
+        return env.get_template("report.md").render(
+            scope=scope_lines(report), generated=report.generated,
+            version=report.tool_version, counts=report.counts(), launches=report.launches,
+            records=report.records, results=results,
+            fails=[r for r in results if r.status == "fail"])

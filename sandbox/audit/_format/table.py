@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import STATUS_LABEL, ReportFormat, evidence_line
+from . import STATUS_LABEL, ReportFormat, evidence_line, scope_lines
 
 _ORDER = {"fail": 0, "pass": 1, "not-applicable": 2}
 
@@ -23,7 +23,9 @@ class TableFormat(ReportFormat):
             rows.append((STATUS_LABEL[r.status], r.control.severity, r.control.id,
                          r.control.title, ev))
         widths = [max(len(row[i]) for row in rows) for i in range(4)]
-        lines = []
+        scope = scope_lines(report)      # issue 14: what the report covers, first
+        w = max(len(k) for k, _ in scope)
+        lines = [f"{k + ':':<{w + 1}} {v}" for k, v in scope] + [""]
         for row in rows:
             cells = [row[i].ljust(widths[i]) for i in range(4)]
             lines.append("  ".join(cells) + "  " + row[4])
