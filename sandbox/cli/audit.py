@@ -20,12 +20,8 @@ def _log(ctx):
 
 def _write(text: str, output: str | None) -> None:
     if output and output != "-":
-        import os
-        from pathlib import Path
-        p = Path(output)
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, p)
+        from ..safefs import write_output
+        write_output(output, text)
     else:
         sys.stdout.write(text)
         sys.stdout.flush()
