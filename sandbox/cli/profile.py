@@ -80,6 +80,14 @@ def validate(obj, file):
     from ..profile import load
     p = load(file if "/" in file or file.endswith(".toml") else file,
              user_dir=obj.paths.user_profiles)
+    if p.user.map == "identity" and p.namespaces.user and not p.unconfined:
+        # as the launch refuses it (sandbox.api._check_host_ids): run by root,
+        # "identity" is host root inside the sandbox
+        from ..errors import ProfileError
+        raise ProfileError('"identity" run by root maps the sandbox to host uid 0 (host root)',
+                           source=p.source, key="user.map",
+                           hint='use map = "auto" (a subordinate range as root, the caller\'s '
+                                'own id otherwise), or the unconfined profile for debugging')
     if p.seccomp.profile:
         from ..seccomp import compile_filter
         cf = compile_filter(p.seccomp.profile, capabilities=p.capabilities,

@@ -76,6 +76,45 @@ def identity(uid: int, gid: int, inside_uid: int = 0, inside_gid: int = 0) -> Id
     return IdMap(f"{inside_uid} {uid} 1\n", f"{inside_gid} {gid} 1\n", True, uid, gid)
 
 
+def _outside_ranges(map_text: str) -> list[tuple[int, int]]:
+    out = []
+    for line in map_text.strip().splitlines():
+        _inside, outside, count = (int(x) for x in line.split())
+        out.append((outside, count))
+    return out
+
+
+def build_privileged_host_ids(idm: IdMap, euid: int | None = None) -> str | None:
+    """Why ``idm`` gives the sandbox a privileged host id, or None.
+
+    A sandbox whose ids are host uid 0 (or any host id below the
+    subordinate ranges: a system account, a real user) owns that id's files
+    on the host: through a writable volume it can leave a setuid-root
+    program there. Run by root, every outside range must therefore lie in
+    root's subordinate ranges; run by another user, the kernel lets only
+    the caller's own id be mapped, which gives the sandbox nothing the
+    caller lacks, so only host id 0 is flagged. Pure but for reading
+    /etc/subuid and /etc/subgid."""
+    euid = os.geteuid() if euid is None else euid
+    name = None
+    for kind, text, sub in (("uid", idm.uid_map, "/etc/subuid"),
+                            ("gid", idm.gid_map, "/etc/subgid")):
+        ranges = None
+        for outside, count in _outside_ranges(text):
+            if outside == 0:
+                return f"maps the sandbox to host {kind} 0 (host root)"
+            if euid != 0:
+                continue
+            if ranges is None:
+                if name is None:
+                    name = pwd.getpwuid(euid).pw_name
+                ranges = _sub_ranges(sub, name, euid)
+            if not any(s <= outside and outside + count <= s + n for s, n in ranges):
+                return (f"maps the sandbox to host {kind}s {outside}-{outside + count - 1}, "
+                        f"outside root's subordinate ranges ({sub})")
+    return None
+
+
 def reserve(mode: str, runtime_dir: Path, *, inside_uid: int = 0,
             inside_gid: int = 0, hold: bool = True) -> Reservation:
     """Choose and hold the id maps for one sandbox.
