@@ -399,8 +399,9 @@ class Sandbox:
             lease = allocate_level(self.paths, profile.label.level, owner=sid)
             reservations.append(lease)
             others = [h.level for h in labels_in_use(self.paths)]
-            lp = build_label_plan(profile, lease.level, self.volumes, held_by_others=others)
-            apply_relabels(lp)
+            lp = build_label_plan(profile, lease.level, self.volumes, held_by_others=others,
+                                  own_folders=tuple(self.paths))
+            apply_relabels(lp, own_folders=tuple(self.paths))
         volume_ops = tuple(
             MountOp("bind", pv.request.target, pv.request.source, pv.grant.mode,
                     f"volume, label {pv.grant.label or 'none'}")

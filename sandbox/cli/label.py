@@ -22,12 +22,16 @@ def label():
 @label.command("set")
 @click.argument("path", type=click.Path(exists=False))
 @click.argument("level")
-def set_(path, level):
-    """Label the volume PATH with LEVEL (for example s0:c5,c9, or s0 for shared read-only)."""
+@click.pass_obj
+def set_(obj, path, level):
+    """Label the volume PATH with LEVEL (for example s0:c5,c9, or s0 for shared read-only).
+
+    PATH is opened once, with no symlink followed in it; the folder opened
+    is the one checked, labelled and named in the output."""
     from ..labels.model import Level
     from ..labels.volumes import apply_volume_label
     lvl = Level.parse(level)
-    real = apply_volume_label(path, lvl)
+    real = apply_volume_label(path, lvl, own_folders=tuple(obj.paths))
     click.echo(f"{real}: {lvl}")
 
 
