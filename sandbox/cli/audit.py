@@ -72,8 +72,10 @@ def log_cmd(ctx, since, sandbox_id, kinds, as_json):
         if as_json:
             click.echo(canonical(rec.to_dict()).decode())
         else:
+            from ..display import escape     # payload argv, names, paths: one line each
             sid = rec.sandbox_id or "-"
-            click.echo(f"{rec.seq:>6}  {rec.time[:19]}Z  {rec.kind:<15} {sid:<14} {_summary(rec)}")
+            click.echo(escape(f"{rec.seq:>6}  {rec.time[:19]}Z  {rec.kind:<15} {sid:<14} "
+                              f"{_summary(rec)}"))
 
 
 @audit.command("verify")

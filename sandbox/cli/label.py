@@ -32,7 +32,8 @@ def set_(obj, path, level):
     from ..labels.volumes import apply_volume_label
     lvl = Level.parse(level)
     real = apply_volume_label(path, lvl, own_folders=tuple(obj.paths))
-    click.echo(f"{real}: {lvl}")
+    from ..display import escape
+    click.echo(f"{escape(real)}: {lvl}")
 
 
 @label.command("show")
@@ -47,7 +48,8 @@ def show(path, as_json):
     if as_json:
         _json({"path": real, "label": None if lvl is None else str(lvl)})
     else:
-        click.echo(f"{real}: {lvl if lvl is not None else 'unlabelled'}")
+        from ..display import escape
+        click.echo(f"{escape(real)}: {lvl if lvl is not None else 'unlabelled'}")
 
 
 @label.command("rm")
@@ -56,7 +58,8 @@ def rm(path):
     """Remove the label of the volume PATH (it becomes unlabelled)."""
     from ..labels.volumes import remove_volume_label
     had = remove_volume_label(path)
-    click.echo(f"{path}: {'label removed' if had else 'was unlabelled'}")
+    from ..display import escape
+    click.echo(f"{escape(path)}: {'label removed' if had else 'was unlabelled'}")
 
 
 @label.command("list")
@@ -75,7 +78,8 @@ def list_(obj, running, as_json):
         return
     click.echo(f"{'LEVEL':<20} {'KIND':<6} {'PID':>7}  OWNER")
     for h in held:
-        click.echo(f"{str(h.level):<20} {h.kind:<6} {h.pid:>7}  {h.owner}")
+        from ..display import escape
+        click.echo(f"{str(h.level):<20} {h.kind:<6} {h.pid:>7}  {escape(h.owner)}")
 
 
 @label.command("check")
@@ -106,4 +110,5 @@ def check(obj, path, level, mode, relabel, allow_unlabelled_ro, as_json):
     else:
         extra = f", relabel to {grant.relabel_to}" if grant.relabel_to is not None else ""
         shown = grant.label if grant.label is not None else "unlabelled"
-        click.echo(f"{path}: {grant.mode} ({shown}{extra})")
+        from ..display import escape
+        click.echo(f"{escape(path)}: {grant.mode} ({shown}{extra})")

@@ -21,6 +21,8 @@ def _echo_json(data) -> None:
 
 
 def _table(rows: list[list[str]]) -> None:
+    from ..display import escape
+    rows = [[escape(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -57,6 +59,7 @@ def status(obj, ref, as_json):
     """Show one sandbox: state, pids, exit status and the payload's
     effective kernel state read back from /proc now."""
     from .. import lifecycle as lc
+    from ..display import escape
     s = lc.status(obj.paths, lc.resolve(obj.paths, ref))
     if as_json:
         _echo_json(s)
@@ -67,12 +70,12 @@ def status(obj, ref, as_json):
         v = s.get(key)
         if key == "command" and v:
             v = " ".join(v)
-        click.echo(f"{key + ':':<16}{v if v is not None else '-'}")
+        click.echo(f"{key + ':':<16}{escape(v) if v is not None else '-'}")
     click.echo(f"{'state:':<16}{lc.describe_state(s)}")
     eff = s.get("effective") or {}
     for key in ("CapEff", "CapBnd", "NoNewPrivs", "Seccomp"):
         if key in eff:
-            click.echo(f"{key + ':':<16}{eff[key]}")
+            click.echo(f"{key + ':':<16}{escape(eff[key])}")
     return 0
 
 
@@ -169,6 +172,7 @@ def enter(obj, ref, command):
     try:
         return do_enter(obj.paths, rec, list(command) or ["/bin/sh"])
     except (CommandNotFound, CommandNotExecutable) as e:
+        from ..display import escape
         for line in e.lines():
-            click.echo(f"sandbox: {line}", err=True)
+            click.echo(f"sandbox: {escape(line)}", err=True)
         return e.run_status

@@ -61,15 +61,16 @@ def show(obj, name, as_json):
         d["origins"] = dict(p.origins)
         click.echo(json.dumps(d, indent=2, sort_keys=True))
         return
-    click.echo(f"# {p.name}  {p.digest()}")
-    click.echo(f"# from {p.source}")
+    from ..display import escape
+    click.echo(escape(f"# {p.name}  {p.digest()}"))
+    click.echo(escape(f"# from {p.source}"))
     origins = dict(p.origins)
     alias = {"capabilities": "capabilities.retain", "seccomp.unconfined": "seccomp.profile"}
     for key, value in _flatten(d):
         if key in ("name", "source"):
             continue
         origin = origins.get(alias.get(key, key), "built-in default")
-        click.echo(f"{key} = {json.dumps(value)}    # {origin}")
+        click.echo(escape(f"{key} = {json.dumps(value)}    # {origin}"))
 
 
 @profile.command("validate")

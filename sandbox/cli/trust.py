@@ -67,8 +67,9 @@ def add(obj, keyfile, prefix, root_, yes):
     info = cand.info
     where = "every image name (root)" if root_ else f"images named {prefix} and below"
     click.echo(f"Fingerprint: {_group4(info.fingerprint)}")
+    from ..display import escape     # user ids are the key maker's text
     for uid in info.uids or ("(no user id)",):
-        click.echo(f"User id:     {uid}")
+        click.echo(f"User id:     {escape(uid)}")
     click.echo(f"Created:     {_when(info.created)}   Expires: {_when(info.expires)}")
     click.echo(f"Trust for:   {where}")
     if not yes:
@@ -118,8 +119,10 @@ def list_(obj, as_json):
     for e, info, d in rows:
         scope = "(every name)" if e.is_root else e.scope
         uid = info.uids[0] if info and info.uids else ("(unreadable)" if not info else "")
+        from ..display import escape
         click.echo(f"{e.fingerprint:<40}  {e.layer:<6}  "
-                   f"{_when(info.expires) if info else '?':<10}  {scope:<24}  {uid}")
+                   f"{_when(info.expires) if info else '?':<10}  {escape(scope):<24}  "
+                   f"{escape(uid)}")
 
 
 @trust.command("show")
@@ -137,8 +140,9 @@ def show(obj, fingerprint):
     info = keys.key_info(obj.paths, entries[0].read())
     click.echo(f"Fingerprint: {_group4(fpr)}")
     if info:
+        from ..display import escape
         for uid in info.uids:
-            click.echo(f"User id:     {uid}")
+            click.echo(f"User id:     {escape(uid)}")
         click.echo(f"Created:     {_when(info.created)}")
         click.echo(f"Expires:     {_when(info.expires)}")
         for sfpr, sexp, srev, caps in info.subkeys:
