@@ -2,8 +2,14 @@
 
 Run by root: a free range of 65536 ids taken from root's entries in
 ``/etc/subuid`` and ``/etc/subgid`` (subuid(5)); each running sandbox holds
-its range with an ``flock`` on ``<runtime>/idmap/<start>.lock`` for as long
-as its supervisor lives, so the kernel releases it even after a crash. Run
+its range with an ``flock`` on ``/run/sandbox/idmap/<start>.lock`` for as
+long as its supervisor lives, so the kernel releases it even after a crash.
+The lock folder is the host's, whatever ``--root`` says: two state roots
+are still one host, and two sandboxes sharing a range share an owner for
+their files and processes. A range is also skipped while any live user
+namespace on the host (another state root of an older version, podman, a
+crashed supervisor's orphans) maps ids in it, read from ``/proc/*/uid_map``
+and ``gid_map`` under the lock. Run
 by another user: that user's own id maps to the sandbox's uid, and nothing
 else, which needs no helper binary (``setgroups`` is denied first, as the
 kernel requires).
@@ -20,6 +26,8 @@ from typing import NamedTuple
 from ..errors import HostSupportError
 
 RANGE = 65536
+#: Host-wide, for every state root (as root only; see the module docstring).
+HOST_LOCK_DIR = Path("/run/sandbox/idmap")
 
 
 class IdMap(NamedTuple):
@@ -115,6 +123,37 @@ def build_privileged_host_ids(idm: IdMap, euid: int | None = None) -> str | None
     return None
 
 
+def build_ranges_in_use(proc: str = "/proc") -> tuple[list[tuple[int, int]],
+                                                     list[tuple[int, int]]]:
+    """(uid ranges, gid ranges) that live user namespaces on the host map
+    to (outside first id, count), the initial namespace's identity map
+    left out. Processes that vanish while being read are skipped."""
+    uids: set[tuple[int, int]] = set()
+    gids: set[tuple[int, int]] = set()
+    for name in os.listdir(proc):
+        if not name.isdigit():
+            continue
+        for fname, out in (("uid_map", uids), ("gid_map", gids)):
+            try:
+                with open(f"{proc}/{name}/{fname}") as f:
+                    text = f.read()
+            except OSError:
+                break
+            for line in text.splitlines():
+                parts = line.split()
+                if len(parts) != 3:
+                    continue
+                inside, outside, count = (int(x) for x in parts)
+                if outside == 0 and count >= 4294967295:
+                    continue        # the initial user namespace
+                out.add((outside, count))
+    return sorted(uids), sorted(gids)
+
+
+def _overlaps(ranges: list[tuple[int, int]], start: int) -> bool:
+    return any(o < start + RANGE and start < o + n for o, n in ranges)
+
+
 def reserve(mode: str, runtime_dir: Path, *, inside_uid: int = 0,
             inside_gid: int = 0, hold: bool = True) -> Reservation:
     """Choose and hold the id maps for one sandbox.
@@ -136,13 +175,22 @@ def reserve(mode: str, runtime_dir: Path, *, inside_uid: int = 0,
     if not hold:
         return Reservation(IdMap(f"0 {uids[0]} {RANGE}\n", f"0 {gids[0]} {RANGE}\n", False,
                                  uids[0] + inside_uid, gids[0] + inside_gid), None)
-    lockdir = runtime_dir / "idmap"
-    lockdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # ``runtime_dir`` (the state root's) is deliberately not used: see HOST_LOCK_DIR.
+    lockdir = HOST_LOCK_DIR
+    lockdir.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lockdir.mkdir(exist_ok=True, mode=0o700)
+    in_use = None
     for ustart, gstart in zip(uids, gids):
-        fd = os.open(lockdir / f"{ustart}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(lockdir / f"{ustart}.lock",
+                     os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(fd)
+            continue
+        if in_use is None:      # read once, after the first lock is ours
+            in_use = build_ranges_in_use()
+        if _overlaps(in_use[0], ustart) or _overlaps(in_use[1], gstart):
             os.close(fd)
             continue
         m = IdMap(f"0 {ustart} {RANGE}\n", f"0 {gstart} {RANGE}\n", False,
