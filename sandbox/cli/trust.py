@@ -37,6 +37,7 @@ def trust():
     sandbox trust add KEY.asc --root                     trust for every name
     sandbox trust list [--json]
     sandbox trust show FINGERPRINT
+    sandbox trust refresh KEY.asc                        merge a revocation or new expiry
     sandbox trust remove FINGERPRINT [--prefix P | --root]
     """
 
@@ -63,7 +64,15 @@ def add(obj, keyfile, prefix, root_, yes):
         raise NotFound(f"key file {keyfile} does not exist") from None
     except OSError as e:
         raise NotFound(f"cannot read key file {keyfile}: {e.strerror}") from None
-    cand = keys.inspect_key_file(data, source=f"key file {keyfile}")
+    cand = keys.inspect_key_file(data, source=f"key file {keyfile}", usable=False)
+    if keys.unusable(cand.info):
+        from ..trust import TrustStore
+        if TrustStore(obj.paths).entries_of(cand.fingerprint):
+            # A revocation (or expiry) for a key already trusted takes
+            # effect now: merged into its entries, never refused.
+            _refreshed(*keys.refresh_key(obj.paths, cand), keyfile)
+            return
+        cand = keys.inspect_key_file(data, source=f"key file {keyfile}")   # refuses
     info = cand.info
     where = "every image name (root)" if root_ else f"images named {prefix} and below"
     click.echo(f"Fingerprint: {_group4(info.fingerprint)}")
@@ -83,6 +92,38 @@ def add(obj, keyfile, prefix, root_, yes):
             raise click.exceptions.Exit(1)
     path = keys.add_key(obj.paths, cand, prefix=prefix, root=root_)
     click.echo(f"Trusted key {info.fingerprint} for {where} ({path}).")
+
+
+def _refreshed(merged, entries, keyfile) -> None:
+    from ..display import escape
+    from ..trust import keys
+    info = merged.info
+    if info.revoked:
+        state = "REVOKED: its signatures are refused from now on"
+    elif keys.unusable(info):
+        state = "EXPIRED: its signatures are refused from now on"
+    else:
+        state = f"expires {_when(info.expires)}"
+    click.echo(f"Key {info.fingerprint}: merged {escape(keyfile)} into {len(entries)} trust "
+               f"entr{'y' if len(entries) == 1 else 'ies'}; {state}.")
+
+
+@trust.command("refresh")
+@click.argument("keyfile", type=click.Path(dir_okay=False, allow_dash=False))
+@click.pass_obj
+def refresh(obj, keyfile):
+    """Merge a newer copy of a trusted key (a revocation, a new expiry) into
+    every entry that trusts it; it takes effect at the next verification."""
+    from ..trust import keys
+    try:
+        with open(keyfile, "rb") as f:
+            data = f.read(2 << 20)
+    except FileNotFoundError:
+        raise NotFound(f"key file {keyfile} does not exist") from None
+    except OSError as e:
+        raise NotFound(f"cannot read key file {keyfile}: {e.strerror}") from None
+    cand = keys.inspect_key_file(data, source=f"key file {keyfile}", usable=False)
+    _refreshed(*keys.refresh_key(obj.paths, cand), keyfile)
 
 
 def _rows(paths):
