@@ -100,3 +100,10 @@ def test_profile_show_escapes_source_path(tmp_path):
     assert r.returncode == 0, r.stderr
     assert _clean(r.stdout)
     assert "# from " + str(tmp_path) + "/evil\\x1b]0;pwned\\x07\\nx/p.toml" in r.stdout
+
+
+def test_report_evidence_escapes_record_text():
+    from sandbox.audit._format import evidence_line
+    from sandbox.audit.report import Evidence
+    e = Evidence("fail", "profile x", f"volume /srv/a{OSC}\nFAIL forged", None, None)
+    assert evidence_line(e) == "profile x: volume /srv/a\\x1b]0;pwned\\x07\\nFAIL forged"

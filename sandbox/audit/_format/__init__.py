@@ -63,4 +63,5 @@ def evidence_line(e) -> str:
     seq = f"seq {e.seq}: " if e.seq is not None and e.subject.startswith("record") else ""
     subj = "" if seq else f"{e.subject}: "
     sid = f" [{e.sandbox_id}]" if e.sandbox_id else ""
-    return f"{seq}{subj}{e.message}{sid}"
+    from ...display import escape    # messages quote record text (argv, paths, names)
+    return escape(f"{seq}{subj}{e.message}{sid}")
