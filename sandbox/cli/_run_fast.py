@@ -133,8 +133,9 @@ def execute(*, root, image, profile, rootfs, volumes, name, hostname, env, workd
             d["plan_digest"] = plan.digest()
             print(json.dumps(d, indent=2, sort_keys=True))
         else:
+            from ..display import escape     # argv, env, paths are the user's text
             for line in plan.describe():
-                print(line)
+                print(escape(line))
             print(f"     plan digest {plan.digest()}")
         return 0
     if detach:          # lifecycle (issue 6): print the id, leave it running

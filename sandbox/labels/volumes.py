@@ -382,15 +382,20 @@ def _apply_selinux_tree(top: str, ctx: bytes) -> None:
 
 
 def remove_volume_label(path: str | os.PathLike) -> bool:
-    """Remove ``user.sandbox.label``; False when there was none."""
+    """Remove ``user.sandbox.label``; False when there was none. The volume
+    is opened once with no symlink followed (`open_volume`) and the label
+    removed from that fd."""
     p = os.fspath(path)
+    fd = open_volume(p)
     try:
-        os.removexattr(p, XATTR)
+        os.removexattr(fd, XATTR)
     except OSError as e:
         if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
             return False
         raise SetupError(f"volume {p}: cannot remove {XATTR}: {e.strerror}",
                          step="label volume", errno=e.errno) from None
+    finally:
+        os.close(fd)
     return True
 
 

@@ -118,3 +118,19 @@ def test_audit_output_race_never_writes_into_host_folder(arena):
         _stop(pid)
     assert os.listdir(host) == []
     assert refused > 0      # the swapper was live
+
+
+def test_label_rm_race_never_unlabels_host_folder(arena):
+    from sandbox.labels.volumes import remove_volume_label
+    v, host = arena
+    os.setxattr(host, XATTR, b"s0:c3,c4")
+    pid = _swapper(v)
+    try:
+        for _ in range(ATTEMPTS):
+            try:
+                remove_volume_label(v / "dir")
+            except SandboxError as e:
+                assert e.message.startswith(f"volume {v}/dir: "), e.message
+    finally:
+        _stop(pid)
+    assert _xattr(host) == b"s0:c3,c4"

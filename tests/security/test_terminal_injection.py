@@ -107,3 +107,10 @@ def test_report_evidence_escapes_record_text():
     from sandbox.audit.report import Evidence
     e = Evidence("fail", "profile x", f"volume /srv/a{OSC}\nFAIL forged", None, None)
     assert evidence_line(e) == "profile x: volume /srv/a\\x1b]0;pwned\\x07\\nFAIL forged"
+
+
+def test_dry_run_plan_escapes_argv_and_env(tmp_path):
+    r = _cli(tmp_path, "run", "--dry-run", "-e", f"X=a{OSC}", "--", "/bin/echo", FORGED, OSC)
+    assert r.returncode == 0, r.stderr
+    assert _clean(r.stdout)
+    assert "\\x1b]0;pwned\\x07" in r.stdout and "hi\\n     7  2026" in r.stdout
