@@ -297,14 +297,12 @@ def open_volume(path: str | os.PathLike) -> int:
     in any component (`sandbox.safefs.open_nofollow`), readable for
     ``fgetxattr``/``fsetxattr``. Only folders and regular files are opened
     for reading (a device node is never opened). The caller closes it."""
-    import stat as _stat
-
     from ..safefs import open_nofollow
     p = os.fspath(path)
     pfd = open_nofollow(p, os.O_PATH, shown=f"volume {p}")
     try:
         st = os.fstat(pfd)
-        if not (_stat.S_ISDIR(st.st_mode) or _stat.S_ISREG(st.st_mode)):
+        if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
             raise UsageError(f"volume {p}: not a folder or a regular file")
         # Reopen the very inode (the fd's magic link), now readable.
         return os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
