@@ -128,6 +128,25 @@ def _check_ids_mapped(idm, uid: int, gid: int) -> None:
                          hint="pick --user inside that range")
 
 
+def _check_host_ids(idm, profile, insecure_options) -> None:
+    """Refuse a map that gives the sandbox host root (or another host id
+    below the subordinate ranges) unless the profile is the unconfined kind
+    or the user named ``--insecure-options=userns`` (recorded, warned)."""
+    from .runtime.idmap import build_privileged_host_ids
+    why = build_privileged_host_ids(idm)
+    if why is None or profile.unconfined or "userns" in insecure_options:
+        return
+    raise ProfileError(
+        f"user.map {profile.user.map!r} {why}; refused: the sandbox would own host files "
+        "(a setuid copy left in a volume runs as that id on the host)",
+        source=profile.source, key="user.map",
+        hint='set map = "auto" (a subordinate range), or pass --insecure-options=userns '
+             "to accept it (recorded in the audit log)")
+
+
+INSECURE_OPTIONS = ("image", "userns")
+
+
 def parse_user(text: str) -> tuple[int, int]:
     """``UID[:GID]`` (numbers) to ids; `UsageError` otherwise."""
     uid, _, gid = text.partition(":")
@@ -197,8 +216,9 @@ class Sandbox:
         self.label_plan = None
         self.profile = None
         for opt in self.insecure_options:
-            if opt not in ("image",):
-                raise UsageError(f"unknown insecure option {opt!r}", hint="the only one is 'image'")
+            if opt not in INSECURE_OPTIONS:
+                raise UsageError(f"unknown insecure option {opt!r}",
+                                 hint=f"known: {', '.join(INSECURE_OPTIONS)}")
         if self.rootfs is not None and self.image is not None:
             raise UsageError("give either an image or --rootfs, not both")
 
@@ -337,6 +357,7 @@ class Sandbox:
                 res.release()
             idm = res.idmap
             _check_ids_mapped(idm, profile.user.uid, profile.user.gid)
+            _check_host_ids(idm, profile, self.insecure_options)
 
         # cgroups
         from .runtime import cgroups
@@ -381,8 +402,9 @@ class Sandbox:
             lease = allocate_level(self.paths, profile.label.level, owner=sid)
             reservations.append(lease)
             others = [h.level for h in labels_in_use(self.paths)]
-            lp = build_label_plan(profile, lease.level, self.volumes, held_by_others=others)
-            apply_relabels(lp)
+            lp = build_label_plan(profile, lease.level, self.volumes, held_by_others=others,
+                                  own_folders=tuple(self.paths))
+            apply_relabels(lp, own_folders=tuple(self.paths))
         volume_ops = tuple(
             MountOp("bind", pv.request.target, pv.request.source, pv.grant.mode,
                     f"volume, label {pv.grant.label or 'none'}")

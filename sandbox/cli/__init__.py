@@ -122,7 +122,8 @@ def _fail_os(e: OSError, debug: bool, status: int) -> None:
     if debug:
         import traceback
         traceback.print_exc()
-    where = f" {e.filename}" if getattr(e, "filename", None) else ""
+    from ..display import escape
+    where = f" {escape(e.filename)}" if getattr(e, "filename", None) else ""
     _write_err(f"sandbox: cannot use{where}: {e.strerror or e}\n"
                "sandbox: check the path (--root must be a folder you can write)\n")
     sys.exit(status)
@@ -140,5 +141,6 @@ def _fail(e, debug: bool, status: int) -> None:
     if debug:
         import traceback
         traceback.print_exc()
-    _write_err("".join(f"sandbox: {line}\n" for line in e.lines()))
+    from ..display import escape     # messages quote paths, names, image text
+    _write_err("".join(f"sandbox: {escape(line)}\n" for line in e.lines()))
     sys.exit(status)

@@ -116,8 +116,8 @@ def execute(*, root, image, profile, rootfs, volumes, name, hostname, env, workd
         raise UsageError("no command given", hint="sandbox run [OPTIONS] [IMAGE] -- CMD [ARGS...]")
     opts = tuple(o for o in insecure.split(",") if o)
     for o in opts:
-        if o != "image":
-            raise UsageError(f"unknown insecure option {o!r}", hint="the only one is 'image'")
+        if o not in ("image", "userns"):      # as sandbox.api.INSECURE_OPTIONS (not imported: fast path)
+            raise UsageError(f"unknown insecure option {o!r}", hint="known: image, userns")
     if opts:
         sys.stderr.write(f"sandbox: WARNING: insecure options in use: {', '.join(opts)} "
                          "(recorded in the audit log)\n")
@@ -133,8 +133,9 @@ def execute(*, root, image, profile, rootfs, volumes, name, hostname, env, workd
             d["plan_digest"] = plan.digest()
             print(json.dumps(d, indent=2, sort_keys=True))
         else:
+            from ..display import escape     # argv, env, paths are the user's text
             for line in plan.describe():
-                print(line)
+                print(escape(line))
             print(f"     plan digest {plan.digest()}")
         return 0
     if detach:          # lifecycle (issue 6): print the id, leave it running

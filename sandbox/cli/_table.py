@@ -66,6 +66,12 @@ def format_table(cols: Sequence[Col], rows: Sequence[Sequence[str]], *,
     columns can give way; a cell longer than its column wraps within it.
     ``notes``, one per row, go on their own lines under it, indented."""
     width = terminal_width() if width is None else width
+    # every cell may hold untrusted text (names, paths, labels): control
+    # characters escaped before measuring (issue 13 item 8)
+    from ..display import escape
+    rows = [[escape(str(v)) for v in row] for row in rows]
+    if notes is not None:
+        notes = [escape(n) for n in notes]
     widths = fit_widths(cols, rows, width, sep)
     out = []
     for n, row in enumerate([[c.header for c in cols], *rows]):

@@ -20,12 +20,8 @@ def _log(ctx):
 
 def _write(text: str, output: str | None) -> None:
     if output and output != "-":
-        import os
-        from pathlib import Path
-        p = Path(output)
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, p)
+        from ..safefs import write_output
+        write_output(output, text)
     else:
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -76,8 +72,10 @@ def log_cmd(ctx, since, sandbox_id, kinds, as_json):
         if as_json:
             click.echo(canonical(rec.to_dict()).decode())
         else:
+            from ..display import escape     # payload argv, names, paths: one line each
             sid = rec.sandbox_id or "-"
-            click.echo(f"{rec.seq:>6}  {rec.time[:19]}Z  {rec.kind:<15} {sid:<14} {_summary(rec)}")
+            click.echo(escape(f"{rec.seq:>6}  {rec.time[:19]}Z  {rec.kind:<15} {sid:<14} "
+                              f"{_summary(rec)}"))
 
 
 @audit.command("verify")

@@ -100,16 +100,17 @@ def import_(obj, source, name, signatures, select, allow_setuid):
                                        allow_setuid=allow_setuid, progress=bar)
     finally:
         bar.close()
-    label = rec.name or "(no name)"
+    from ..display import escape     # names and member paths come from the archive
+    label = escape(rec.name or "(no name)")
     click.echo(f"imported {label} {rec.digest} ({rec.format}, {len(rec.layer_dirs)} "
                f"layer{'s' if len(rec.layer_dirs) != 1 else ''}, {_human(rec.size)})")
     devices = [s for s in rec.skipped if "device" in s[1]]
     if devices:
         click.echo(f"sandbox: note: {len(devices)} device node(s) not created "
-                   f"(first: {devices[0][0]})", err=True)
+                   f"(first: {escape(devices[0][0])})", err=True)
     if rec.cleared_setuid:
         click.echo(f"sandbox: note: setuid/setgid bits cleared on {len(rec.cleared_setuid)} "
-                   f"file(s) (first: {rec.cleared_setuid[0]})", err=True)
+                   f"file(s) (first: {escape(rec.cleared_setuid[0])})", err=True)
     if not rec.name:
         click.echo("sandbox: note: the image has no name; give one with --name to verify "
                    "and run it by name", err=True)
@@ -163,8 +164,9 @@ def verify(obj, ref, as_json):
         return
     signer = getattr(v, "signer", "?")
     entry = getattr(v, "entry", "?")
-    click.echo(f"verified {rec.name or rec.digest}: signed by {signer} "
-               f"(trusted for {entry})")
+    from ..display import escape
+    click.echo(escape(f"verified {rec.name or rec.digest}: signed by {signer} "
+                      f"(trusted for {entry})"))
 
 
 @image.command("rm")
@@ -175,7 +177,8 @@ def rm(obj, refs):
     store = _store(obj)
     for ref in refs:
         for what in store.remove(ref):
-            click.echo(f"removed {what}")
+            from ..display import escape
+            click.echo(f"removed {escape(what)}")
 
 
 @image.command("gc")

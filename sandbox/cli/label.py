@@ -22,13 +22,18 @@ def label():
 @label.command("set")
 @click.argument("path", type=click.Path(exists=False))
 @click.argument("level")
-def set_(path, level):
-    """Label the volume PATH with LEVEL (for example s0:c5,c9, or s0 for shared read-only)."""
+@click.pass_obj
+def set_(obj, path, level):
+    """Label the volume PATH with LEVEL (for example s0:c5,c9, or s0 for shared read-only).
+
+    PATH is opened once, with no symlink followed in it; the folder opened
+    is the one checked, labelled and named in the output."""
     from ..labels.model import Level
     from ..labels.volumes import apply_volume_label
     lvl = Level.parse(level)
-    real = apply_volume_label(path, lvl)
-    click.echo(f"{real}: {lvl}")
+    real = apply_volume_label(path, lvl, own_folders=tuple(obj.paths))
+    from ..display import escape
+    click.echo(f"{escape(real)}: {lvl}")
 
 
 @label.command("show")
@@ -43,7 +48,8 @@ def show(path, as_json):
     if as_json:
         _json({"path": real, "label": None if lvl is None else str(lvl)})
     else:
-        click.echo(f"{real}: {lvl if lvl is not None else 'unlabelled'}")
+        from ..display import escape
+        click.echo(f"{escape(real)}: {lvl if lvl is not None else 'unlabelled'}")
 
 
 @label.command("rm")
@@ -52,7 +58,8 @@ def rm(path):
     """Remove the label of the volume PATH (it becomes unlabelled)."""
     from ..labels.volumes import remove_volume_label
     had = remove_volume_label(path)
-    click.echo(f"{path}: {'label removed' if had else 'was unlabelled'}")
+    from ..display import escape
+    click.echo(f"{escape(path)}: {'label removed' if had else 'was unlabelled'}")
 
 
 @label.command("list")
@@ -104,4 +111,5 @@ def check(obj, path, level, mode, relabel, allow_unlabelled_ro, as_json):
     else:
         extra = f", relabel to {grant.relabel_to}" if grant.relabel_to is not None else ""
         shown = grant.label if grant.label is not None else "unlabelled"
-        click.echo(f"{path}: {grant.mode} ({shown}{extra})")
+        from ..display import escape
+        click.echo(f"{escape(path)}: {grant.mode} ({shown}{extra})")

@@ -61,6 +61,7 @@ def status(obj, ref, as_json):
     """Show one sandbox: state, pids, exit status and the payload's
     effective kernel state read back from /proc now."""
     from .. import lifecycle as lc
+    from ..display import escape
     s = lc.status(obj.paths, lc.resolve(obj.paths, ref))
     if as_json:
         _echo_json(s)
@@ -71,12 +72,12 @@ def status(obj, ref, as_json):
         v = s.get(key)
         if key == "command" and v:
             v = " ".join(v)
-        click.echo(f"{key + ':':<16}{v if v is not None else '-'}")
+        click.echo(f"{key + ':':<16}{escape(v) if v is not None else '-'}")
     click.echo(f"{'state:':<16}{lc.describe_state(s)}")
     eff = s.get("effective") or {}
     for key in ("CapEff", "CapBnd", "NoNewPrivs", "Seccomp"):
         if key in eff:
-            click.echo(f"{key + ':':<16}{eff[key]}")
+            click.echo(f"{key + ':':<16}{escape(eff[key])}")
     return 0
 
 
@@ -186,6 +187,7 @@ def enter(obj, ref, command):
     try:
         return do_enter(obj.paths, rec, list(command) or ["/bin/sh"])
     except (CommandNotFound, CommandNotExecutable) as e:
+        from ..display import escape
         for line in e.lines():
-            click.echo(f"sandbox: {line}", err=True)
+            click.echo(f"sandbox: {escape(line)}", err=True)
         return e.run_status

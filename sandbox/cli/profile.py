@@ -93,6 +93,14 @@ def validate(obj, file):
                       user_dir=obj.paths.user_profiles)
         else:
             p = load(file, user_dir=obj.paths.user_profiles)
+        if p.user.map == "identity" and p.namespaces.user and not p.unconfined:
+            # issue 13 item 1, as the launch refuses it: run by root,
+            # "identity" is host root inside the sandbox
+            raise ProfileError('"identity" run by root maps the sandbox to host uid 0 '
+                               '(host root)', source=p.source, key="user.map",
+                               hint='use map = "auto" (a subordinate range as root, the '
+                                    'caller\'s own id otherwise), or the unconfined profile '
+                                    'for debugging')
         if p.seccomp.profile:
             from ..seccomp import compile_filter
             cf = compile_filter(p.seccomp.profile, capabilities=p.capabilities,

@@ -42,7 +42,8 @@ class _RunCommand(click.Command):
               help="With --net bridge: a name server for the sandbox's /etc/resolv.conf "
                    "(default: the host's, unless they are loopback addresses).")
 @click.option("--insecure-options", "insecure", metavar="LIST", default="",
-              help="Comma-separated protections to skip; 'image' runs an unverified image. "
+              help="Comma-separated protections to skip; 'image' runs an unverified image, "
+                   "'userns' accepts a user map that gives the sandbox host root. "
                    "Recorded in the audit log.")
 @click.option("--dry-run", is_flag=True, help="Print the launch plan and exit; touch nothing.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON.")

@@ -37,6 +37,7 @@ def trust():
     sandbox trust add KEY.asc --root                     trust for every name
     sandbox trust list [--json]
     sandbox trust show FINGERPRINT
+    sandbox trust refresh KEY.asc                        merge a revocation or new expiry
     sandbox trust remove FINGERPRINT [--prefix P | --root]
     """
 
@@ -63,12 +64,21 @@ def add(obj, keyfile, prefix, root_, yes):
         raise NotFound(f"key file {keyfile} does not exist") from None
     except OSError as e:
         raise NotFound(f"cannot read key file {keyfile}: {e.strerror}") from None
-    cand = keys.inspect_key_file(data, source=f"key file {keyfile}")
+    cand = keys.inspect_key_file(data, source=f"key file {keyfile}", usable=False)
+    if keys.unusable(cand.info):
+        from ..trust import TrustStore
+        if TrustStore(obj.paths).entries_of(cand.fingerprint):
+            # A revocation (or expiry) for a key already trusted takes
+            # effect now: merged into its entries, never refused.
+            _refreshed(*keys.refresh_key(obj.paths, cand), keyfile)
+            return
+        cand = keys.inspect_key_file(data, source=f"key file {keyfile}")   # refuses
     info = cand.info
     where = "every image name (root)" if root_ else f"images named {prefix} and below"
     click.echo(f"Fingerprint: {_group4(info.fingerprint)}")
+    from ..display import escape     # user ids are the key maker's text
     for uid in info.uids or ("(no user id)",):
-        click.echo(f"User id:     {uid}")
+        click.echo(f"User id:     {escape(uid)}")
     click.echo(f"Created:     {_when(info.created)}   Expires: {_when(info.expires)}")
     click.echo(f"Trust for:   {where}")
     if not yes:
@@ -82,6 +92,38 @@ def add(obj, keyfile, prefix, root_, yes):
             raise click.exceptions.Exit(1)
     path = keys.add_key(obj.paths, cand, prefix=prefix, root=root_)
     click.echo(f"Trusted key {info.fingerprint} for {where} ({path}).")
+
+
+def _refreshed(merged, entries, keyfile) -> None:
+    from ..display import escape
+    from ..trust import keys
+    info = merged.info
+    if info.revoked:
+        state = "REVOKED: its signatures are refused from now on"
+    elif keys.unusable(info):
+        state = "EXPIRED: its signatures are refused from now on"
+    else:
+        state = f"expires {_when(info.expires)}"
+    click.echo(f"Key {info.fingerprint}: merged {escape(keyfile)} into {len(entries)} trust "
+               f"entr{'y' if len(entries) == 1 else 'ies'}; {state}.")
+
+
+@trust.command("refresh")
+@click.argument("keyfile", type=click.Path(dir_okay=False, allow_dash=False))
+@click.pass_obj
+def refresh(obj, keyfile):
+    """Merge a newer copy of a trusted key (a revocation, a new expiry) into
+    every entry that trusts it; it takes effect at the next verification."""
+    from ..trust import keys
+    try:
+        with open(keyfile, "rb") as f:
+            data = f.read(2 << 20)
+    except FileNotFoundError:
+        raise NotFound(f"key file {keyfile} does not exist") from None
+    except OSError as e:
+        raise NotFound(f"cannot read key file {keyfile}: {e.strerror}") from None
+    cand = keys.inspect_key_file(data, source=f"key file {keyfile}", usable=False)
+    _refreshed(*keys.refresh_key(obj.paths, cand), keyfile)
 
 
 def _rows(paths):
@@ -119,7 +161,9 @@ def list_(obj, as_json):
     for e, info, d in rows:
         scope = "(every name)" if e.is_root else e.scope
         uid = info.uids[0] if info and info.uids else ("(unreadable)" if not info else "")
-        table.append((e.fingerprint, e.layer, _when(info.expires) if info else "?", scope, uid))
+        from ..display import escape    # issue 13 item 8: scope and user id are untrusted text
+        table.append((e.fingerprint, e.layer, _when(info.expires) if info else "?",
+                      escape(scope), escape(uid)))
     # The fingerprint is never cut or wrapped (it is compared and copied);
     # in a narrow terminal the user id goes on a line of its own under it.
     from ._table import natural_width, terminal_width
@@ -149,8 +193,9 @@ def show(obj, fingerprint):
     info = keys.key_info(obj.paths, entries[0].read())
     click.echo(f"Fingerprint: {_group4(fpr)}")
     if info:
+        from ..display import escape
         for uid in info.uids:
-            click.echo(f"User id:     {uid}")
+            click.echo(f"User id:     {escape(uid)}")
         click.echo(f"Created:     {_when(info.created)}")
         click.echo(f"Expires:     {_when(info.expires)}")
         for sfpr, sexp, srev, caps in info.subkeys:

@@ -108,7 +108,8 @@ def build_label_plan(profile, level: Level, volumes: Sequence = (), *,
                      held_by_others: Collection[Level] = (),
                      rootfs: str | os.PathLike | None = None,
                      landlock_abi: int | None = None,
-                     selinux_active: bool | None = None) -> LabelPlan:
+                     selinux_active: bool | None = None,
+                     own_folders: Sequence[str | os.PathLike] = ()) -> LabelPlan:
     """Decide every volume and build the label plan for ``profile`` (a
     `sandbox.profile.model.Profile`) at ``level`` (the lease's).
 
@@ -120,7 +121,8 @@ def build_label_plan(profile, level: Level, volumes: Sequence = (), *,
     the resolved paths; pass it whenever the root is known.
 
     Reads the volumes' xattrs; writes nothing. ``held_by_others``: the
-    levels of the other running sandboxes (`labels_in_use`); ``landlock_abi``
+    levels of the other running sandboxes (`labels_in_use`); ``own_folders``
+    the product's folders of this launch (never relabelled); ``landlock_abi``
     defaults to the kernel's. Raises `LabelRefused` for a refused volume,
     `HostSupportError` when Landlock is missing and not optional,
     `LabelError`/`UsageError` for malformed input.
@@ -133,7 +135,8 @@ def build_label_plan(profile, level: Level, volumes: Sequence = (), *,
     for v in volumes:
         grant = decide_volume(v.source, level, v.mode,
                               allow_unlabelled_ro=spec.allow_unlabelled_ro,
-                              relabel=v.relabel, held_by_others=others)
+                              relabel=v.relabel, held_by_others=others,
+                              own_folders=own_folders)
         if rootfs is not None:
             host, inside = resolve_target(rootfs, v.target)
         else:
@@ -164,12 +167,14 @@ def build_label_plan(profile, level: Level, volumes: Sequence = (), *,
     return LabelPlan(ctx, tuple(planned), rules, abi, missing, sel)
 
 
-def apply_relabels(plan: LabelPlan) -> tuple[str, ...]:
+def apply_relabels(plan: LabelPlan, *,
+                   own_folders: Sequence[str | os.PathLike] = ()) -> tuple[str, ...]:
     """Write the labels the plan's ``:z``/``:Z`` volumes need; the paths
     relabelled. Call after `build_label_plan` succeeded, before mounting."""
     done = []
     for v in plan.volumes:
         if v.grant.relabel_to is not None:
             done.append(apply_volume_label(v.request.source, v.grant.relabel_to,
-                                           selinux=plan.selinux.active))
+                                           selinux=plan.selinux.active,
+                                           own_folders=own_folders))
     return tuple(os.fspath(p) for p in done)

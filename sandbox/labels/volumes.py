@@ -45,7 +45,7 @@ import errno
 import os
 import stat
 from collections import deque
-from typing import Collection, NamedTuple
+from typing import Collection, NamedTuple, Sequence
 
 from ..errors import HostSupportError, SetupError, UsageError
 from .model import Context, LabelError, LabelRefused, Level, LevelRange
@@ -215,41 +215,150 @@ def _read_selinux_level(p: str) -> Level | None:
         return None
 
 
-def check_relabel_path(path: str | os.PathLike) -> str:
-    """The real path of a volume that may be relabelled; raises
-    `LabelRefused` for a host system folder (`PROTECTED_PATHS`)."""
-    real = os.path.realpath(os.fspath(path))
+#: Host folders holding people's and services' data: never relabelled, nor
+#: anything that contains them; a sub-folder of its own is fine.
+SENSITIVE_FOLDERS = ("/root", "/home", "/var/lib", "/var/log", "/var/spool")
+
+
+def _own_folders(extra: Sequence[str | os.PathLike] = ()) -> list[str]:
+    """The product's config, state and runtime folders: as root, as the
+    calling user, under ``$SANDBOX_ROOT`` and any given."""
+    from ..paths import Paths
+    out = ["/etc/sandbox", "/var/lib/sandbox", "/run/sandbox"]
+    out += [os.fspath(p) for p in Paths.resolve(None)]
+    out += [os.fspath(p) for p in extra]
+    return [os.path.normpath(os.path.abspath(p)) for p in out]
+
+
+def _home_folders() -> list[str]:
+    import pwd
+    return sorted({os.path.normpath(pw.pw_dir) for pw in pwd.getpwall()
+                   if pw.pw_dir.startswith("/")})
+
+
+def _contains(outer: str, inner: str) -> bool:
+    return outer == inner or outer == "/" or inner.startswith(outer + "/")
+
+
+def build_relabel_refusal(real: str, *, own_folders: Sequence[str | os.PathLike] = (),
+                          ident: tuple[int, int] | None = None) -> str | None:
+    """Why the folder at ``real`` (a real path, no symlink in it) must not
+    be relabelled, as one line, or None.
+
+    Refused: a host system folder (`PROTECTED_PATHS`) or anything below the
+    system trees; `SENSITIVE_FOLDERS`, every home folder in the passwd
+    database, and anything that contains one of them; the product's own
+    config, state and runtime folders, anything inside them and anything
+    containing them. ``ident`` (st_dev, st_ino) of the opened folder also
+    catches another name (a bind mount) for one of these folders."""
     if real in PROTECTED_PATHS or any(real.startswith(t + "/") for t in SYSTEM_TREES):
-        raise LabelRefused(f"volume {real}: relabelling a host system folder is refused; "
-                           "use a folder of its own")
+        return (f"volume {real}: relabelling a host system folder is refused; "
+                "use a folder of its own")
+    for own in _own_folders(own_folders):
+        if _contains(real, own) or _contains(own, real):
+            return (f"volume {real}: relabelling sandbox's own folder {own} (or a folder "
+                    "holding it) is refused; use a folder outside it")
+    named = [(f, "a host data folder") for f in SENSITIVE_FOLDERS]
+    named += [(h, "a user's home folder") for h in _home_folders()]
+    for f, what in named:
+        if real == f or (ident is not None and _same(f, ident)):
+            return (f"volume {real}: relabelling {what} is refused; use a sub-folder of "
+                    f"its own, e.g. {os.path.join(real, 'volume')}")
+    for f, what in named:
+        if _contains(real, f):
+            return (f"volume {real}: relabelling a folder that holds {what} ({f}) is "
+                    "refused; use a sub-folder of its own that holds only the volume's files")
+    return None
+
+
+def _same(path: str, ident: tuple[int, int]) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == ident
+
+
+def check_relabel_path(path: str | os.PathLike, *,
+                       own_folders: Sequence[str | os.PathLike] = ()) -> str:
+    """The real path of a volume that may be relabelled; raises
+    `LabelRefused` (`build_relabel_refusal`). Path-based: for a decision
+    that is also the one acted on, use `apply_volume_label`, which opens
+    the volume once and decides on the fd."""
+    real = os.path.realpath(os.fspath(path))
+    why = build_relabel_refusal(real, own_folders=own_folders)
+    if why is not None:
+        raise LabelRefused(why)
     return real
+
+
+def open_volume(path: str | os.PathLike) -> int:
+    """An fd for the volume ``path``, resolved once with no symlink followed
+    in any component (`sandbox.safefs.open_nofollow`), readable for
+    ``fgetxattr``/``fsetxattr``. Only folders and regular files are opened
+    for reading (a device node is never opened). The caller closes it."""
+    from ..safefs import open_nofollow
+    p = os.fspath(path)
+    pfd = open_nofollow(p, os.O_PATH, shown=f"volume {p}")
+    try:
+        st = os.fstat(pfd)
+        if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+            raise UsageError(f"volume {p}: not a folder or a regular file")
+        # Reopen the very inode (the fd's magic link), now readable.
+        return os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    finally:
+        os.close(pfd)
 
 
 def apply_volume_label(path: str | os.PathLike, level: Level, *,
                        selinux: bool | None = None,
-                       file_context: Context | None = None) -> str:
-    """Write ``level`` to the volume's ``user.sandbox.label`` (the folder or
-    file itself, following symlinks) and, where SELinux is active (or
-    ``selinux`` is True), ``security.selinux`` on it and everything below
-    it (``file_context``, default ``system_u:object_r:container_file_t``).
-    Returns the real path labelled.
+                       file_context: Context | None = None,
+                       own_folders: Sequence[str | os.PathLike] = ()) -> str:
+    """Write ``level`` to the volume's ``user.sandbox.label`` and, where
+    SELinux is active (or ``selinux`` is True), ``security.selinux`` on it
+    and everything below it (``file_context``, default
+    ``system_u:object_r:container_file_t``). Returns the real path
+    labelled.
 
-    Raises `LabelRefused` for a protected host folder, `HostSupportError`
-    when the file system has no user xattrs, `SetupError` otherwise.
+    The volume is opened once with no symlink followed (`open_volume`);
+    the protected-folder decision (`build_relabel_refusal`) and the write
+    (``fsetxattr``) are made on that fd, so a sandbox swapping a folder
+    for a symlink in a folder it can write cannot redirect the label.
+
+    Raises `LabelRefused` for a protected host folder, `UsageError` for a
+    symlink in the path, `HostSupportError` when the file system has no
+    user xattrs, `SetupError` otherwise.
     """
-    real = check_relabel_path(path)
-    if not os.path.exists(real):
-        raise SetupError(f"volume {real}: no such file or folder", step="label volume")
+    from ..safefs import fd_path
+    p = os.fspath(path)
     try:
-        os.setxattr(real, XATTR, str(level).encode("ascii"))
-    except OSError as e:
-        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
-            raise HostSupportError(
-                f"volume {real}: its file system keeps no user extended attributes",
-                hint="put the volume on ext4, xfs, btrfs or tmpfs (Linux 6.6+)") from None
-        raise SetupError(f"volume {real}: cannot write {XATTR}: {e.strerror}",
-                         step="label volume", errno=e.errno) from None
+        fd = open_volume(p)
+    except SetupError as e:
+        if e.errno == errno.ENOENT:
+            raise SetupError(f"volume {p}: no such file or folder", step="label volume",
+                             errno=e.errno) from None
+        raise
+    try:
+        real = fd_path(fd)
+        st = os.fstat(fd)
+        why = build_relabel_refusal(real, own_folders=own_folders,
+                                    ident=(st.st_dev, st.st_ino))
+        if why is not None:
+            raise LabelRefused(why)
+        try:
+            os.setxattr(fd, XATTR, str(level).encode("ascii"))
+        except OSError as e:
+            if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise HostSupportError(
+                    f"volume {real}: its file system keeps no user extended attributes",
+                    hint="put the volume on ext4, xfs, btrfs or tmpfs (Linux 6.6+)") from None
+            raise SetupError(f"volume {real}: cannot write {XATTR}: {e.strerror}",
+                             step="label volume", errno=e.errno) from None
+    finally:
+        os.close(fd)
     if selinux if selinux is not None else selinux_active():
+        # Not yet fd-based below the top (SELinux is inactive on the hosts
+        # this is tested on); each entry is labelled without following it.
         from .selinux import build_file_context
         ctx = str(file_context.with_level(level)) if file_context else build_file_context(level)
         _apply_selinux_tree(real, ctx.encode("ascii"))
@@ -271,22 +380,28 @@ def _apply_selinux_tree(top: str, ctx: bytes) -> None:
 
 
 def remove_volume_label(path: str | os.PathLike) -> bool:
-    """Remove ``user.sandbox.label``; False when there was none."""
+    """Remove ``user.sandbox.label``; False when there was none. The volume
+    is opened once with no symlink followed (`open_volume`) and the label
+    removed from that fd."""
     p = os.fspath(path)
+    fd = open_volume(p)
     try:
-        os.removexattr(p, XATTR)
+        os.removexattr(fd, XATTR)
     except OSError as e:
         if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
             return False
         raise SetupError(f"volume {p}: cannot remove {XATTR}: {e.strerror}",
                          step="label volume", errno=e.errno) from None
+    finally:
+        os.close(fd)
     return True
 
 
 def decide_volume(source: str | os.PathLike, sandbox_level: Level | LevelRange,
                   requested_mode: str = "rw", *, allow_unlabelled_ro: bool = False,
                   relabel: str | None = None,
-                  held_by_others: Collection[Level] = ()) -> VolumeGrant:
+                  held_by_others: Collection[Level] = (),
+                  own_folders: Sequence[str | os.PathLike] = ()) -> VolumeGrant:
     """`read_volume_label` then `check_volume`, naming ``source`` in errors.
     Reads only; the caller applies ``grant.relabel_to`` with
     `apply_volume_label` (after `check_relabel_path`)."""
@@ -295,7 +410,7 @@ def decide_volume(source: str | os.PathLike, sandbox_level: Level | LevelRange,
                          allow_unlabelled_ro, relabel, volume=src,
                          held_by_others=held_by_others)
     if grant.relabel_to is not None:
-        check_relabel_path(src)
+        check_relabel_path(src, own_folders=own_folders)
     return grant
 
 

@@ -330,7 +330,9 @@ def gc(root=None, grace: float = DEFAULT_GRACE) -> dict:
     except Exception as e:  # noqa: BLE001
         report["leftovers"].append(f"labels: {e}")
     from ..runtime.idmap import remove_free_locks      # issue 14: idle id-range locks
-    report["orphans"] += remove_free_locks(paths.runtime)
+    # the host-wide folder (issue 13 item 2), and the per-root one older
+    # versions used
+    report["orphans"] += remove_free_locks() + remove_free_locks(paths.runtime / "idmap")
     try:                                                # issue 14: every launch ends
         from ..audit.evidence import record_crashed_exits
         written, waiting = record_crashed_exits(paths)

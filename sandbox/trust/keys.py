@@ -39,13 +39,15 @@ class KeyCandidate:
         return self.info.fingerprint
 
 
-def inspect_key_file(data: bytes, *, source: str = "key file") -> KeyCandidate:
+def inspect_key_file(data: bytes, *, source: str = "key file",
+                     usable: bool = True) -> KeyCandidate:
     """Check that ``data`` is exactly one usable OpenPGP public certificate
     (RFC 4880 §11.1), armored or binary, and return it.
 
     Refused with `ArtifactError` (naming ``source``): not OpenPGP, a secret
     key, more than one certificate, no usable key after gpg's import checks,
-    a revoked or an expired key."""
+    a revoked or an expired key (the last two only with ``usable``: a
+    revoked copy is what `refresh_key` takes)."""
     if len(data) > _MAX_KEY_FILE:
         raise ArtifactError(f"{source} is larger than 1 MiB; not a public key")
     try:
@@ -71,12 +73,69 @@ def inspect_key_file(data: bytes, *, source: str = "key file") -> KeyCandidate:
     if len(infos) != 1 or not infos[0].fingerprint:
         raise ArtifactError(f"{source}: gpg did not accept exactly one key")
     info = infos[0]
+    if usable:
+        _check_usable(info, source)
+    return KeyCandidate(info, exported)
+
+
+def unusable(info: _gpg.KeyInfo) -> bool:
+    """Revoked or expired (by gpg's word or by the expiry date now)."""
+    return bool(info.revoked or info.expired
+                or (info.expires and info.expires <= datetime.now(timezone.utc)))
+
+
+def _check_usable(info: _gpg.KeyInfo, source: str) -> None:
     if info.revoked:
         raise ArtifactError(f"key {info.fingerprint} in {source} is revoked; refusing to trust it")
     if info.expired or (info.expires and info.expires <= datetime.now(timezone.utc)):
         raise ArtifactError(f"key {info.fingerprint} in {source} has expired; refusing to trust it",
                             hint="get the key with its expiry extended from its owner")
-    return KeyCandidate(info, exported)
+
+
+def _merged(store: TrustStore, candidate: KeyCandidate) -> KeyCandidate:
+    """``candidate`` merged with every stored copy of the same key (gpg
+    merges certificates by fingerprint: a revocation or a newer expiry in
+    either copy is kept). So trusting an old, unrevoked copy again never
+    undoes a revocation already stored."""
+    stored = [e.read() for e in store.entries_of(candidate.fingerprint)]
+    if not stored:
+        return candidate
+    try:
+        infos, blob = _gpg.inspect_keys(b"".join(_gpg.dearmor(b) for b in stored)
+                                        + candidate.blob)
+    except ValueError as e:
+        raise ArtifactError(f"key {candidate.fingerprint}: cannot merge with the stored "
+                            f"copy: {e}") from None
+    infos = [i for i in infos if i.fingerprint == candidate.fingerprint]
+    if len(infos) != 1:
+        raise ArtifactError(f"key {candidate.fingerprint}: cannot merge with the stored copy")
+    return KeyCandidate(infos[0], blob)
+
+
+def refresh_key(paths: Paths, candidate: KeyCandidate, *,
+                store: TrustStore | None = None) -> tuple[KeyCandidate, list]:
+    """Merge a newer copy of an already trusted key (a revocation, a new
+    expiry, new subkeys) into every entry that trusts it, at once, with a
+    ``trust.refresh`` audit record. Verification reads the merged files
+    (and the store's generation changes), so a revoked key's signatures
+    are refused from the next verification on.
+
+    Returns (the merged key, the entries rewritten). Raises `NotFound`
+    when the key is not trusted."""
+    from ..errors import NotFound
+    store = store or TrustStore(paths)
+    entries = store.entries_of(candidate.fingerprint)
+    if not entries:
+        raise NotFound(f"key {candidate.fingerprint} is not in the trust store; "
+                       "nothing to refresh", hint="trust it with `sandbox trust add`")
+    merged = _merged(store, candidate)
+    info = merged.info
+    store.refresh(merged.blob, merged.fingerprint, [e.scope for e in entries], details={
+        "uids": list(info.uids), "revoked": info.revoked,
+        "expires": info.expires.isoformat() if info.expires else None,
+        "expired": unusable(info) and not info.revoked})
+    _save_info(paths, merged.blob, info)
+    return merged, entries
 
 
 def add_key(paths: Paths, candidate: KeyCandidate, *, prefix: str | None = None,
@@ -90,7 +149,9 @@ def add_key(paths: Paths, candidate: KeyCandidate, *, prefix: str | None = None,
                          hint="--prefix example.com/app trusts the key for that name and below")
     scope = ROOT if root else "/".join(names.parse_prefix(prefix))
     store = store or TrustStore(paths)
+    candidate = _merged(store, candidate)
     info = candidate.info
+    _check_usable(info, "the trust store")
     path = store.add(candidate.blob, candidate.fingerprint, scope, details={
         "uids": list(info.uids),
         "expires": info.expires.isoformat() if info.expires else None})

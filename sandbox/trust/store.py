@@ -318,6 +318,21 @@ class TrustStore:
             "key_sha256": hashlib.sha256(key_blob).hexdigest(), **(details or {})})
         return target
 
+    def refresh(self, key_blob: bytes, fingerprint: str, scopes: list[str], *,
+                details: dict | None = None) -> None:
+        """Replace the key file of ``fingerprint`` in each of ``scopes`` by
+        ``key_blob`` (a merged, newer copy: `sandbox.trust.keys.refresh_key`
+        checked it), in the config layer (over a vendor file of the same
+        entry), and record one ``trust.refresh`` audit event."""
+        fpr = names.normalize_fingerprint(fingerprint)
+        before = self.generation()
+        for scope in scopes:
+            self._write_atomic(self._scope_dir(self.config_dir, scope) / fpr, key_blob)
+        _audit(self.paths, "trust.refresh", {
+            "fingerprint": fpr, "scopes": list(scopes), "layer": CONFIG,
+            "generation_before": before, "generation": self.generation(),
+            "key_sha256": hashlib.sha256(key_blob).hexdigest(), **(details or {})})
+
     def remove(self, fingerprint: str, scope: str | None = None) -> list[Entry]:
         """Stop trusting ``fingerprint`` for ``scope`` (``"root"``, a prefix,
         or ``None`` for every entry of that key). Config files are deleted;

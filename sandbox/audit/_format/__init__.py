@@ -81,7 +81,8 @@ def evidence_line(e) -> str:
     if getattr(e, "image", None):
         ctx.append(f"on {e.image}")
     more = f" ({'; '.join(ctx)})" if ctx else ""
-    return f"{when}{seq}{subj}{e.message}{sid}{more}"
+    from ...display import escape    # messages quote record text (argv, paths, names)
+    return escape(f"{when}{seq}{subj}{e.message}{sid}{more}")
 
 
 def scope_lines(report) -> list[tuple[str, str]]:
