@@ -231,7 +231,7 @@ def _crash_point(name: str) -> None:
 
 
 def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
-           on_forked=None, wait=None) -> LaunchResult:
+           on_forked=None, wait=None, network=None) -> LaunchResult:
     """Run the plan to completion and return how it ended.
 
     ``on_forked()`` runs in the supervisor while the child sets up (the
@@ -240,6 +240,11 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
     launch record). ``wait(c_pid) -> (pid, status)`` replaces the final
     ``os.waitpid`` (the detached supervisor copies the payload's output to
     its log meanwhile).
+    ``network``: for a plan with bridge networking (``plan.net``), the
+    object that wires it: ``network.attach(pid)`` once the first child has
+    unshared and its id maps are written, ``network.detach() -> list[str]``
+    (what could not be removed) at teardown. The runtime imports no
+    networking code (DESIGN §11); the launch stage makes this object.
     Raises `SetupError`, `CommandNotFound`, `CommandNotExecutable` or
     `HostSupportError`; in every case nothing of the sandbox is left.
     """
@@ -331,12 +336,17 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
                                    hint="check /etc/subuid and /etc/subgid")
                 os.kill(c_pid, signal.SIGKILL)
             else:
-                if plan.net is not None:
+                if plan.net is not None and network is None:
+                    # fail closed: a bridge plan nobody can wire
+                    error = SetupError("the plan asks for bridge networking but no "
+                                       "network object was given", step="network")
+                    os.kill(c_pid, signal.SIGKILL)
+                elif network is not None:
                     # bridge networking: veth into the child's network
-                    # namespace, addresses, routes, port forwards (sandbox.net)
+                    # namespace, addresses, routes, port forwards
                     try:
-                        from ..net import attach
-                        net_handle = attach(plan.net, c_pid)
+                        network.attach(c_pid)
+                        net_handle = network
                     except Exception as e:  # noqa: BLE001 - reported, child killed
                         error = e
                         os.kill(c_pid, signal.SIGKILL)
@@ -408,8 +418,7 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
             idm_p.close()
         _crash_point("teardown")
         if net_handle is not None:
-            from ..net import detach
-            leftovers += detach(net_handle)
+            leftovers += net_handle.detach()
         if cg is not None:
             leftovers += cgroups.remove(cg)
         leftovers += remove_base(plan.base)
