@@ -68,9 +68,18 @@ def apply_values(profile, values: dict, origin: str):
     return profile._replace(**changes, origins=tuple(sorted(origins.items())))
 
 
-def resolve_profile(request: Request, paths):
+def resolve_profile(request: Request, paths, *, cached: bool = True):
     """Load the profile named in ``request`` with the command line's
-    overrides; `NotFound`/`ProfileError` otherwise."""
+    overrides; `NotFound`/`ProfileError` otherwise. With ``cached`` the
+    resolved profile of an earlier launch with the same inputs is used
+    when none of its files changed (`sandbox.launch._template`)."""
+    if cached:
+        from . import _template
+        prof = _template.load(paths, request)
+        if prof is None:
+            prof = resolve_profile(request, paths, cached=False)
+            _template.store(paths, request, prof)
+        return prof
     from ..profile import load
     overrides: dict[str, tuple] = {}
     if request.hostname is not None:

@@ -113,3 +113,17 @@ def test_record_stage_from_stage_and_error():
     assert record.record_stage(record.Refusal("image", NotFound("x"))) == "image"
     assert record.record_stage(record.Refusal("build", ProfileError("x"))) == "profile"
     assert record.record_stage(record.Refusal("run", UsageError("x"))) == "setup"
+
+
+def test_launch_records_never_sign_the_audit_head():
+    calls = []
+
+    class Log:
+        def append(self, kind, data, sign=None):
+            calls.append((kind, sign))
+
+    for kind in ("launch", "exit", "insecure-option"):
+        record.append_record(None, kind, {}, Log())
+    record.append_record(None, "refusal", {}, Log())
+    assert calls == [("launch", False), ("exit", False), ("insecure-option", False),
+                     ("refusal", None)]
