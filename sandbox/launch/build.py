@@ -44,11 +44,15 @@ def build_plan(resolved, leases, request, base: str) -> LaunchPlan:
     cg = cgroups.build(sid, profile.limits.memory, profile.limits.pids) \
         if resolved.cgroups_ok else None
     lp = leases.label_plan
+    fds = [hp.fd for hp in resolved.volumes] or [None] * len(lp.volumes)
     volume_ops = tuple(
         MountOp("bind", pv.request.target, pv.request.source, pv.grant.mode,
-                f"volume, label {pv.grant.label or 'none'}")
-        for pv in lp.volumes)
+                f"volume, label {pv.grant.label or 'none'}", fd=fd)
+        for pv, fd in zip(lp.volumes, fds))
     mounts = build_mounts(profile, spec, volume_ops)
+    if resolved.root_path is not None:     # the --rootfs folder: mounted from its fd
+        mounts = tuple(m._replace(fd=resolved.root_path.fd) if m.op == "overlay" else m
+                       for m in mounts)
     if leases.net is not None:     # /etc/hosts, hostname, resolv.conf for the bridge
         from ..net import etc_mounts
         mounts = etc_mounts(mounts, leases.net, profile.process.hostname, spec.root)

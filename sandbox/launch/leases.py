@@ -81,8 +81,12 @@ def _take(resolved, request, paths, sid, dry, held) -> Leases:
         held.append(res)
         idm = res.idmap
         check_ids_mapped(idm, profile.user.uid, profile.user.gid)
-    # the MCS level, and every volume decided against it
+    # the MCS level, and every volume decided against it: on the fds the
+    # sources were opened as (/proc/self/fd/N reaches that very inode)
     from ..labels.plan import build_label_plan
+    vols = tuple(v._replace(source=hp.fdpath) for v, hp in zip(request.volumes,
+                                                               resolved.volumes)) \
+        if len(resolved.volumes) == len(request.volumes) else request.volumes
     if dry:
         import random
         from ..labels.model import Level
@@ -90,14 +94,34 @@ def _take(resolved, request, paths, sid, dry, held) -> Leases:
         if level == "auto":
             i, j = sorted(random.SystemRandom().sample(range(1024), 2))
             level = f"s0:c{i},c{j}"
-        lp = build_label_plan(profile, Level.parse(level), request.volumes)
+        lp = _label_plan(build_label_plan, resolved, request, profile, Level.parse(level), vols)
     else:
         from ..labels.alloc import allocate_level, labels_in_use
         lease = allocate_level(paths, profile.label.level, owner=sid)
         held.append(lease)
         others = [h.level for h in labels_in_use(paths)]
-        lp = build_label_plan(profile, lease.level, request.volumes, held_by_others=others)
+        lp = _label_plan(build_label_plan, resolved, request, profile, lease.level, vols,
+                         held_by_others=others)
     return Leases(sid, idm, lp, netplan, tuple(held), dry)
+
+
+def _label_plan(build, resolved, request, profile, level, vols, **kw):
+    """`build_label_plan` over the fd paths, with the caller's spelling put
+    back: in the plan's volumes (mounts, records) and in any refusal."""
+    from ..errors import SandboxError
+    try:
+        lp = build(profile, level, vols, **kw)
+    except SandboxError as e:
+        for hp in resolved.volumes:
+            e.message = e.message.replace(hp.fdpath, hp.path)
+            if e.hint:
+                e.hint = e.hint.replace(hp.fdpath, hp.path)
+        e.args = (e.message,)
+        raise
+    if vols is request.volumes:
+        return lp
+    return lp._replace(volumes=tuple(pv._replace(request=v) for pv, v in
+                                     zip(lp.volumes, request.volumes)))
 
 
 def check_ids_mapped(idm, uid: int, gid: int) -> None:

@@ -124,8 +124,7 @@ def build_launch_record(plan, plan_digest: str, resolved, leases, request,
         "profile": {"name": p.name, "digest": plan.profile_digest, "source": p.source,
                     "unconfined": p.unconfined},
         "plan_digest": plan_digest,
-        "root": {"kind": "image" if plan.root_kind == "layers" else plan.root_kind,
-                 "path": request.rootfs},
+        "root": _root_record(plan, resolved, request),
         "image": image_dict(resolved.image, request.image),
         "insecure_options": list(plan.insecure_options),
         "namespaces": {n: n in plan.namespaces for n in
@@ -136,10 +135,12 @@ def build_launch_record(plan, plan_digest: str, resolved, leases, request,
                     "digest": plan.seccomp.digest if plan.seccomp else None},
         "no_new_privs": plan.no_new_privs,
         "read_only_root": p.filesystem.read_only_root,
-        "volumes": [{"source": pv.request.source, "target": pv.target,
-                     "mode": pv.grant.mode,
-                     "label": str(pv.grant.label) if pv.grant.label else None}
-                    for pv in (lp.volumes if lp else ())],
+        "volumes": [dict({"source": pv.request.source, "target": pv.target,
+                          "mode": pv.grant.mode,
+                          "label": str(pv.grant.label) if pv.grant.label else None},
+                         **_inode(hp))
+                    for pv, hp in zip(lp.volumes if lp else (),
+                                      _padded(resolved.volumes, lp.volumes if lp else ()))],
         "network": plan.net.record() if plan.net is not None else
         {"mode": plan.network, "shared_with_host": plan.network == "host"},
         "limits": {"memory": p.limits.memory, "pids": p.limits.pids,
@@ -157,6 +158,23 @@ def build_launch_record(plan, plan_digest: str, resolved, leases, request,
 #: the seal protects the head meanwhile, and `audit verify`, `audit export`
 #: and every other kind of record bring the signature up to it
 UNSIGNED_KINDS = frozenset({"launch", "exit", "insecure-option"})
+
+
+def _inode(hp) -> dict:
+    """Device and inode of a caller-given path as opened (issue 13 item 9):
+    which folder was used, whatever its name says later."""
+    return {} if hp is None else {"device": hp.device, "inode": hp.inode}
+
+
+def _padded(values, like) -> tuple:
+    return tuple(values) if len(values) == len(like) else (None,) * len(like)
+
+
+def _root_record(plan, resolved, request) -> dict:
+    d = {"kind": "image" if plan.root_kind == "layers" else plan.root_kind,
+         "path": request.rootfs}
+    d.update(_inode(resolved.root_path))
+    return d
 
 
 def append_record(paths, kind: str, data: dict, log=None) -> None:

@@ -147,9 +147,11 @@ def parse_volume(text: str) -> Volume:
                          hint="mount it somewhere else, e.g. /mnt/NAME")
     if any(c in src for c in ",\0") or any(c in dst for c in ",\0"):
         raise UsageError(f"bad --volume {text!r}: paths may not contain ',' or NUL")
-    if not os.path.exists(src):
+    if not os.path.lexists(src):
         raise UsageError(f"--volume source {src!r} does not exist")
-    return Volume(os.path.realpath(src), os.path.normpath(dst), mode, relabel)
+    # not realpath: the source is opened once, by the resolve stage, without
+    # following symbolic links (issue 13 item 9); this is only its spelling
+    return Volume(os.path.abspath(src), os.path.normpath(dst), mode, relabel)
 
 
 def parse_user(text: str) -> tuple[int, int]:

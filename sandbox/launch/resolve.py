@@ -39,6 +39,29 @@ class ImageInfo(NamedTuple):
     verification: object | None
 
 
+class HostPath(NamedTuple):
+    """A caller-given host path, opened once (``O_PATH``, no symbolic link
+    followed): every later decision and the mount use ``fd``, never
+    ``path`` (issue 13 item 9). ``path`` is how the caller spelled it."""
+
+    path: str
+    fd: int
+    device: int
+    inode: int
+    is_dir: bool
+
+    @property
+    def fdpath(self) -> str:
+        """``/proc/self/fd/N``: the very inode, for calls that take a path."""
+        return f"/proc/self/fd/{self.fd}"
+
+    def close(self) -> None:
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+
+
 class Resolved(NamedTuple):
     """The output of stage 2: a frozen value the later stages read."""
 
@@ -49,6 +72,59 @@ class Resolved(NamedTuple):
     seccomp: SeccompPlan | None
     missing: tuple[str, ...]         # optional protections this host lacks
     cgroups_ok: bool
+    volumes: tuple[HostPath, ...] = ()      # the request's volumes' sources, in order
+    root_path: HostPath | None = None       # the --rootfs folder
+
+    def close(self) -> None:
+        """Close the fds of the caller-given paths (idempotent enough:
+        a closed fd is ignored)."""
+        for hp in self.volumes + ((self.root_path,) if self.root_path else ()):
+            hp.close()
+
+
+#: folders a --rootfs may not be (the host's own system)
+SYSTEM_FOLDERS = ("/", "/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+                  "/boot", "/dev", "/proc", "/sys", "/var", "/var/lib", "/root", "/home",
+                  "/run", "/opt", "/srv", "/tmp", "/var/tmp")
+
+
+def open_host_path(path: str, what: str) -> HostPath:
+    """Open ``path`` once, as the caller typed it, refusing any symbolic
+    link in it (``openat2`` with ``RESOLVE_NO_SYMLINKS`` and
+    ``RESOLVE_NO_MAGICLINKS``): a name another process swaps for a link
+    is refused, not followed. `UsageError` naming ``what`` otherwise."""
+    import errno
+    from ..runtime import kernel as k
+    try:
+        fd = k.openat2(path, os.O_PATH | os.O_CLOEXEC,
+                       k.RESOLVE_NO_SYMLINKS | k.RESOLVE_NO_MAGICLINKS)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UsageError(f"{what} {path!r} has a symbolic link in it; sandbox opens "
+                             "caller-given paths without following links",
+                             hint=f"give the real path: {what} $(realpath {path})") from None
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise UsageError(f"{what} {path!r} does not exist") from None
+        if e.errno == errno.ENOSYS:
+            raise HostSupportError("this kernel has no openat2(2) (Linux 5.6+)",
+                                   hint="upgrade the kernel") from None
+        raise UsageError(f"{what} {path!r}: cannot open it: {e.strerror}") from None
+    import stat
+    st = os.fstat(fd)
+    return HostPath(path, fd, st.st_dev, st.st_ino, stat.S_ISDIR(st.st_mode))
+
+
+def open_volumes(request: Request) -> tuple[HostPath, ...]:
+    """Every volume source opened once (see `open_host_path`)."""
+    out: list[HostPath] = []
+    try:
+        for v in request.volumes:
+            out.append(open_host_path(v.source, "--volume source"))
+    except BaseException:
+        for hp in out:
+            hp.close()
+        raise
+    return tuple(out)
 
 
 def apply_values(profile, values: dict, origin: str):
@@ -99,19 +175,36 @@ def resolve_profile(request: Request, paths, *, cached: bool = True):
     return prof
 
 
-def resolve_root(request: Request) -> RootFS:
-    """The root file system named by ``--rootfs``, or the host view."""
+def resolve_root(request: Request) -> tuple[RootFS, HostPath | None]:
+    """The root file system named by ``--rootfs`` (opened once, see
+    `open_host_path`; the host's ``/`` or a system folder refused), or the
+    host view."""
     if request.rootfs is None:
-        return RootFS("host")
-    path = request.rootfs
-    if not os.path.exists(path):
-        raise UsageError(f"--rootfs {path!r} does not exist")
-    if not os.path.isdir(path):
-        raise UsageError(f"--rootfs {path!r} is not a folder")
-    real = os.path.realpath(path)
-    if any(c in real for c in ",:\0"):
-        raise UsageError(f"--rootfs {real!r}: overlayfs cannot take a path with ',' or ':'")
-    return RootFS("dir", real)
+        return RootFS("host"), None
+    path = os.path.abspath(request.rootfs)
+    if any(c in path for c in ",:\0"):
+        raise UsageError(f"--rootfs {path!r}: overlayfs cannot take a path with ',' or ':'")
+    hp = open_host_path(path, "--rootfs")
+    try:
+        if not hp.is_dir:
+            raise UsageError(f"--rootfs {path!r} is not a folder")
+        for sysdir in SYSTEM_FOLDERS:
+            try:
+                st = os.stat(sysdir)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == (hp.device, hp.inode):
+                what = "the host's root" if sysdir == "/" else f"the system folder {sysdir}"
+                raise UsageError(f"--rootfs {path!r} is {what}",
+                                 hint="give a folder holding a root file system of its own")
+        real = os.readlink(hp.fdpath)     # the kernel's name of that inode, not looked up
+        if any(real == t or real.startswith(t + "/") for t in ("/proc", "/sys", "/dev")):
+            raise UsageError(f"--rootfs {path!r} is inside the system folder {real}",
+                             hint="give a folder holding a root file system of its own")
+    except BaseException:
+        hp.close()
+        raise
+    return RootFS("dir", path), hp
 
 
 def resolve_image(request: Request, paths) -> ImageInfo:

@@ -63,13 +63,18 @@ def prepare_launch(request: Request, argv, paths, sandbox_id: str, *, dry: bool,
     profile (default: `resolve_profile` of ``request``)."""
     from . import resolve as rs
     stage, profile, image = "request", None, None
+    opened: list = []       # caller-given paths opened once (closed on refusal)
     try:
         argv = check_argv(argv)
         stage = "profile"
         profile = load_profile() if load_profile is not None else \
             rs.resolve_profile(request, paths)
         stage = "root"
-        root = rs.resolve_root(request)
+        root, root_path = rs.resolve_root(request)
+        if root_path is not None:
+            opened.append(root_path)
+        volumes = rs.open_volumes(request)
+        opened.extend(volumes)
         if request.image is not None:
             stage = "image"
             image = rs.resolve_image(request, paths)
@@ -86,20 +91,29 @@ def prepare_launch(request: Request, argv, paths, sandbox_id: str, *, dry: bool,
         cgroups_ok, missing = rs.check_host(profile)
         seccomp = rs.compile_seccomp(profile, paths)
         profile = rs.apply_home(profile, root.kind)
-        resolved = rs.Resolved(profile, root, argv, image, seccomp, missing, cgroups_ok)
+        resolved = rs.Resolved(profile, root, argv, image, seccomp, missing, cgroups_ok,
+                               volumes, root_path)
         stage = "leases"
         from .leases import take_leases
         leases = take_leases(resolved, request, paths, sandbox_id, dry=dry)
     except SandboxError as e:
+        for hp in opened:
+            hp.close()
         raise Refused(Refusal(stage, e), profile, image) from None
+    except BaseException:
+        for hp in opened:
+            hp.close()
+        raise
     try:
         from .build import build_plan
         plan = build_plan(resolved, leases, request, str(paths.runtime / sandbox_id))
     except SandboxError as e:
         leases.release()
+        resolved.close()
         raise Refused(Refusal("build", e), profile, image) from None
     except BaseException:
         leases.release()
+        resolved.close()
         raise
     return Prepared(resolved, leases, plan)
 
@@ -110,10 +124,13 @@ def plan_launch(request: Request, argv, paths, *, sandbox_id: str | None = None,
     with dry leases; nothing is held, created or relabelled."""
     sid = sandbox_id or os.urandom(6).hex()
     try:
-        return prepare_launch(request, argv, paths, sid, dry=True,
-                              load_profile=load_profile).plan
+        prep = prepare_launch(request, argv, paths, sid, dry=True, load_profile=load_profile)
     except Refused as r:
         raise r.refusal.error from None
+    prep.resolved.close()
+    # the fds die here: a plan handed out must not carry their numbers
+    return prep.plan._replace(mounts=tuple(m._replace(fd=None) if m.fd is not None else m
+                                           for m in prep.plan.mounts))
 
 
 def run_launch(request: Request, argv, paths, *, hooks=None, load_profile=None) -> RunResult:
@@ -131,6 +148,7 @@ def run_launch(request: Request, argv, paths, *, hooks=None, load_profile=None) 
         return _run(request, paths, prep, hooks)
     finally:
         prep.leases.release()
+        prep.resolved.close()
 
 
 def _refuse(paths, request, sid, refusal, profile, image, log=None) -> None:
@@ -154,8 +172,7 @@ def _run(request: Request, paths, prep: Prepared, hooks) -> RunResult:
     # the :z/:Z relabels, decided with the level lease, are written now:
     # building a plan (and --dry-run) never changes the host
     try:
-        from ..labels.plan import apply_relabels
-        apply_relabels(leases.label_plan)
+        apply_relabels_fd(leases.label_plan, resolved.volumes)
     except SandboxError as e:
         _refuse(paths, request, sid, Refusal("leases", e), resolved.profile, resolved.image)
         raise
@@ -190,3 +207,16 @@ def _run(request: Request, paths, prep: Prepared, hooks) -> RunResult:
         append_record(paths, "exit", rec.build_exit_record(res), log.get("log"))
     return RunResult(res.sandbox_id, res.status, res.signal, res.duration_ms,
                      plan_digest, res.effective, res.missing)
+
+
+def apply_relabels_fd(label_plan, volumes) -> tuple[str, ...]:
+    """Write the labels the plan's ``:z``/``:Z`` volumes need, each on the
+    fd its source was opened as (``volumes``: `HostPath` values in the
+    plan's order), never by name (issue 13 item 9). The paths relabelled."""
+    from ..labels.volumes import apply_volume_label_fd
+    done = []
+    for pv, hp in zip(label_plan.volumes, volumes):
+        if pv.grant.relabel_to is not None:
+            done.append(apply_volume_label_fd(hp.fd, pv.grant.relabel_to,
+                                              selinux=label_plan.selinux.active))
+    return tuple(done)

@@ -130,7 +130,10 @@ def _idmapped_layers(pid: int, plan: LaunchPlan) -> list[int]:
     layer works; the layers themselves stay read-only). Empty when the
     kernel or the file system cannot id-map: the layers are then used as
     they are (owned by an unmapped id inside)."""
-    layers = [p for op in plan.mounts if op.op == "overlay" for p in op.source.split(":")]
+    # a --rootfs folder comes with the fd the launch stage opened: open_tree
+    # follows /proc/self/fd/N to that very folder
+    layers = [p if op.fd is None or ":" in op.source else f"/proc/self/fd/{op.fd}"
+              for op in plan.mounts if op.op == "overlay" for p in op.source.split(":")]
     fds: list[int] = []
     userns = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     try:

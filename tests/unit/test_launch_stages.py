@@ -21,7 +21,7 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 def _resolved(paths, request, argv=("/bin/true",)):
     prof = resolve.resolve_profile(request, paths)
-    root = resolve.resolve_root(request)
+    root, _hp = resolve.resolve_root(request)
     ok, missing = resolve.check_host(prof)
     prof = resolve.apply_home(prof, root.kind)
     return resolve.Resolved(prof, root, tuple(argv), None,
