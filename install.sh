@@ -135,6 +135,34 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 # hatchling too: tests/unit/test_packaging.py builds a wheel without isolation.
 quiet .venv/bin/python -m pip install -q -e '.[test]' 'hatchling>=1.18'
 
+# --- the launch path: compiled bytecode and its own entry script -------------
+# .pyc files now, so no launch pays for compiling (53 ms instead of 28 ms of
+# imports when none exists) and users who cannot write the tree get them too.
+quiet .venv/bin/python -m compileall -q -j 0 sandbox
+# pip's console-script wrapper imports `re` (~5 ms) and runs with site (the
+# .pth files, user site-packages, PYTHON* variables). Ours runs the
+# interpreter isolated (-I: no PYTHON* variables, no user site, no script
+# folder on sys.path) without site (-S), with the two folders the package
+# needs put on sys.path at install time. Rewritten after every pip install.
+quiet .venv/bin/python - <<'PY'
+import os, sys, sysconfig
+here = os.getcwd()
+purelib = sysconfig.get_paths()["purelib"]
+folders = [here] + [p for p in dict.fromkeys([purelib, sysconfig.get_paths()["platlib"]])]
+script = os.path.join(sys.prefix, "bin", "sandbox")
+text = (f"#!{sys.executable} -IS\n"
+        "# sandbox's own entry script (install.sh): isolated, no site, no `re`.\n"
+        "import sys\n"
+        f"sys.path[:0] = {folders!r}\n"
+        "from sandbox.cli import main\n"
+        "main()\n")
+tmp = script + ".tmp"
+with open(tmp, "w") as f:
+    f.write(text)
+os.chmod(tmp, 0o755)
+os.replace(tmp, script)
+PY
+
 install_commands
 link="${SANDBOX_PREFIX:-/usr/local}/bin/sandbox"
 if [ "$(readlink "$link" 2>/dev/null || true)" = "$PWD/.venv/bin/sandbox" ]; then

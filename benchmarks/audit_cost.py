@@ -279,7 +279,7 @@ def _report(res: dict, args, work: str) -> int:
     if args.json:
         print(json.dumps(res, indent=2))
     else:
-        print(f"audit cost per launch (launch + exit records), ms")
+        print("audit cost per launch (launch + exit records), ms")
         print(f"(logs in {args.dir}; load average {res['load_average'][0]:.1f})")
         print(f"{'measure':<32}{'min':>8}{'median':>8}{'mean':>8}{'p95':>8}{'max':>8}")
         for k, v in res.items():

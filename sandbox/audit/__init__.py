@@ -22,7 +22,7 @@ from .log import HOT_KINDS, KINDS, AuditLog, Record, prepare, record_event
 __all__ = ["AuditLog", "HOT_KINDS", "KINDS", "Record", "prepare", "record_event",
            "VerifyResult", "verify_log", "Control", "load_controls",
            "Report", "ControlResult", "Evidence", "evaluate", "render",
-           "parse_when"]
+           "parse_when", "canonical"]
 
 _LAZY = {
     "VerifyResult": "verify", "verify_log": "verify",
@@ -31,6 +31,7 @@ _LAZY = {
     "evaluate": "report",
     "render": "_format",
     "parse_when": "_when",
+    "canonical": "_canon",
 }
 
 

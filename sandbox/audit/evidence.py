@@ -179,9 +179,11 @@ def record_launch(log, paths, data: dict) -> int:
     from ..errors import SandboxError, SetupError
     try:
         if log is None:
-            from . import record_event
-            return record_event(paths, "launch", data)
-        return log.append("launch", data)
+            from . import prepare
+            log = prepare(paths)
+        # never signed on a launch (issue 10): the seal protects the head
+        # until `audit verify`/`export` or another kind of record signs it
+        return log.append("launch", data, sign=False)
     except SandboxError as e:
         raise SetupError(f"launch refused before the payload ran: its audit record could not "
                          f"be written ({e.message})", step="audit record",
@@ -208,7 +210,7 @@ def record_exit(log, paths, data: dict, *, kind: str = "exit") -> int | None:
     err = None
     for i in range(EXIT_TRIES):
         try:
-            return log.append(kind, data)
+            return log.append(kind, data, sign=False)     # as the launch record
         except SandboxError as e:
             err = e
             if i + 1 < EXIT_TRIES:

@@ -1,47 +1,105 @@
-"""``sandbox run`` without click: the option table, a small parser, and the
-command's body, shared by both paths.
+"""``sandbox run``: its one option table, the small parser made from it,
+and the command's body, shared by both paths.
 
-click costs ~25 ms to import, a large part of a launch. `parse_fast`
-handles the forms a script uses; anything else (``--help``, an unknown or
-malformed option) returns None and the click command in `run` takes over,
-with its help and its error messages. A unit test checks that `OPTIONS`
-and the click command declare the same options.
+`RUN_OPTIONS` declares every option of ``run`` once: its spellings, the
+keyword it fills, whether it takes a value or repeats, its metavar and
+help. Both parsers are made from it: the click command in
+`sandbox.cli.run` (help, error messages) and `parse_fast` here, which
+handles the forms a script uses without importing click (~25 ms of a
+launch). Adding an option is one entry in the table plus its use in
+`execute`; nothing else declares it.
+
+`parse_fast` returns None for anything it does not handle (``--help``, an
+unknown or malformed option, a second positional): the click command
+takes over and explains. Values are never checked here: both paths hand
+them to `execute`, which checks them once (`sandbox.launch.request`), so
+a bad value gets the same message whichever parser read it.
 """
 
 from __future__ import annotations
 
 import sys
-
-#: option -> (keyword, takes a value, repeatable)
-OPTIONS = {
-    "--profile": ("profile", True, False), "-p": ("profile", True, False),
-    "--rootfs": ("rootfs", True, False),
-    "--volume": ("volumes", True, True), "-v": ("volumes", True, True),
-    "--name": ("name", True, False),
-    "--hostname": ("hostname", True, False),
-    "--env": ("env", True, True), "-e": ("env", True, True),
-    "--workdir": ("workdir", True, False), "-w": ("workdir", True, False),
-    "--user": ("user", True, False), "-u": ("user", True, False),
-    "--net": ("network", True, False),
-    "--port": ("ports", True, True),
-    "--dns": ("dns", True, True),
-    "--insecure-options": ("insecure", True, False),
-    "--dry-run": ("dry_run", False, False),
-    "--json": ("as_json", False, False),
-    "--detach": ("detach", False, False), "-d": ("detach", False, False),
-}
-NETWORK_MODES = ("none", "host", "bridge")
-DEFAULTS = {"image": None, "profile": "default", "rootfs": None, "volumes": (), "name": None,
-            "hostname": None, "env": (), "workdir": None, "user": None, "network": None,
-            "ports": (), "dns": (),
-            "insecure": "", "dry_run": False, "as_json": False, "detach": False}
+from typing import NamedTuple
 
 
-def parse_fast(args: list[str]) -> dict | None:
+class Opt(NamedTuple):
+    """One option of ``run``: ``names`` (``--long`` first), the keyword of
+    `execute` it fills, a value or a flag, repeatable or not."""
+
+    names: tuple[str, ...]
+    dest: str
+    takes_value: bool = True
+    multiple: bool = False
+    metavar: str | None = None
+    help: str = ""
+    default: object = None
+
+    @property
+    def initial(self):
+        """The value when the option is absent."""
+        if self.multiple:
+            return ()
+        if not self.takes_value:
+            return False
+        return self.default
+
+
+#: Every option of ``sandbox run``, in the order ``--help`` lists them.
+RUN_OPTIONS: tuple[Opt, ...] = (
+    Opt(("--profile", "-p"), "profile", metavar="NAME|PATH", default="default",
+        help="Profile name (see 'sandbox profile list') or path to a TOML file."),
+    Opt(("--rootfs",), "rootfs", metavar="DIR",
+        help="Use DIR as the root file system (never modified)."),
+    Opt(("--volume", "-v"), "volumes", multiple=True, metavar="SRC:DST[:ro|rw]",
+        help="Bind a host path into the sandbox (read-only unless :rw)."),
+    Opt(("--name",), "name", help="A name for this sandbox."),
+    Opt(("--hostname",), "hostname", help="Host name inside the sandbox."),
+    Opt(("--env", "-e"), "env", multiple=True, metavar="K=V",
+        help="Set an environment variable (the caller's environment is not inherited)."),
+    Opt(("--workdir", "-w"), "workdir", metavar="DIR", help="Working folder inside the sandbox."),
+    Opt(("--user", "-u"), "user", metavar="UID[:GID]", help="Numeric user (and group) inside."),
+    Opt(("--net",), "network", metavar="none|host|bridge[:NAME]",
+        help="Network mode (default: the profile's, usually none). bridge (root only): "
+             "an address on the Linux bridge NAME (default sandbox0)."),
+    Opt(("--port",), "ports", multiple=True, metavar="[HOSTIP:]HOSTPORT:PORT[/tcp|udp]",
+        help="With --net bridge: forward a host port (default HOSTIP: the bridge's "
+             "address) to PORT in the sandbox."),
+    Opt(("--dns",), "dns", multiple=True, metavar="IP",
+        help="With --net bridge: a name server for the sandbox's /etc/resolv.conf "
+             "(default: the host's, unless they are loopback addresses)."),
+    Opt(("--insecure-options",), "insecure", metavar="LIST", default="",
+        help="Comma-separated protections to skip; 'image' runs an unverified image, "
+             "'userns' accepts a user map that gives the sandbox host root. "
+             "Recorded in the audit log."),
+    Opt(("--dry-run",), "dry_run", takes_value=False,
+        help="Print the launch plan and exit; touch nothing."),
+    Opt(("--json",), "as_json", takes_value=False, help="With --dry-run: the plan as JSON."),
+    Opt(("--detach", "-d"), "detach", takes_value=False,
+        help="Print the sandbox id and leave it running under a daemon supervisor "
+             "(see 'sandbox ps', 'logs', 'stop', 'enter')."),
+)
+
+
+def option_index(options=RUN_OPTIONS) -> dict[str, Opt]:
+    """Every spelling -> its `Opt`."""
+    return {name: o for o in options for name in o.names}
+
+
+#: spelling -> (keyword, takes a value, repeatable), derived from the table
+OPTIONS = {name: (o.dest, o.takes_value, o.multiple) for name, o in option_index().items()}
+
+
+def defaults(options=RUN_OPTIONS) -> dict:
+    """The keyword arguments of `execute` when no option is given."""
+    return {"image": None, **{o.dest: o.initial for o in options}}
+
+
+def parse_fast(args: list[str], options=RUN_OPTIONS) -> dict | None:
     """``[--root DIR] [--debug] run [OPTIONS] [IMAGE] [-- CMD...]`` to keyword
     arguments of `execute`, or None to let click parse (and explain)."""
-    out = dict(DEFAULTS, root=None, argv=None)
-    multi: dict[str, list] = {"volumes": [], "env": [], "ports": [], "dns": []}
+    index = option_index(options) if options is not RUN_OPTIONS else _INDEX
+    out = dict(defaults(options), root=None, argv=None)
+    multi: dict[str, list] = {o.dest: [] for o in options if o.multiple}
     i, n = 0, len(args)
     while i < n and args[i] != "run":            # the group's own options
         a = args[i]
@@ -61,46 +119,34 @@ def parse_fast(args: list[str]) -> dict | None:
             break
         if a.startswith("-"):
             name, eq, value = a.partition("=") if a.startswith("--") else (a, "", "")
-            spec = OPTIONS.get(name)
-            if spec is None:
+            opt = index.get(name)
+            if opt is None:
                 return None
-            key, takes, repeat = spec
-            if takes:
+            if opt.takes_value:
                 if not eq:
                     if i + 1 >= n:
                         return None
                     i += 1
                     value = args[i]
-                if repeat:
-                    multi[key].append(value)
+                if opt.multiple:
+                    multi[opt.dest].append(value)
                 else:
-                    out[key] = value
+                    out[opt.dest] = value
             elif eq:
                 return None
             else:
-                out[key] = True
+                out[opt.dest] = True
         elif out["image"] is None:
             out["image"] = a
         else:
             return None
         i += 1
-    net = out["network"]
-    if net is not None and net not in NETWORK_MODES and not net.startswith("bridge:"):
-        return None
-    for key in ("volumes", "env", "ports", "dns"):
-        out[key] = tuple(multi[key])
+    for key, values in multi.items():
+        out[key] = tuple(values)
     return out
 
 
-def _env(values) -> dict:
-    from ..errors import UsageError
-    env = {}
-    for v in values:
-        k, sep, val = v.partition("=")
-        if not sep or not k:
-            raise UsageError(f"bad --env {v!r}", hint="write it as NAME=VALUE")
-        env[k] = val
-    return env
+_INDEX = option_index()
 
 
 def execute(*, root, image, profile, rootfs, volumes, name, hostname, env, workdir, user,
@@ -114,16 +160,14 @@ def execute(*, root, image, profile, rootfs, volumes, name, hostname, env, workd
         raise UsageError("--detach does not go with --dry-run")
     if not argv and image is None:
         raise UsageError("no command given", hint="sandbox run [OPTIONS] [IMAGE] -- CMD [ARGS...]")
-    opts = tuple(o for o in insecure.split(",") if o)
-    for o in opts:
-        if o not in ("image", "userns"):      # as sandbox.api.INSECURE_OPTIONS (not imported: fast path)
-            raise UsageError(f"unknown insecure option {o!r}", hint="known: image, userns")
+    from ..launch.request import parse_env_pairs, parse_insecure
+    opts = parse_insecure(insecure)
     if opts:
         sys.stderr.write(f"sandbox: WARNING: insecure options in use: {', '.join(opts)} "
                          "(recorded in the audit log)\n")
     from ..api import Sandbox
     box = Sandbox(profile, rootfs=rootfs, image=image, volumes=volumes, name=name,
-                  hostname=hostname, env=_env(env), workdir=workdir, user=user,
+                  hostname=hostname, env=parse_env_pairs(env), workdir=workdir, user=user,
                   root=root, insecure_options=opts, network=network, ports=ports, dns=dns)
     if dry_run:
         plan = box.plan(argv or ())

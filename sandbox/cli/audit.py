@@ -52,7 +52,7 @@ def _summary(rec) -> str:
         return f"status={d.get('status')}{sig} duration={d.get('duration_ms')}ms"
     if rec.kind == "refusal":
         return f"stage={d.get('stage')} reason={d.get('reason')}: {d.get('error', '')}"
-    from ..audit._canon import canonical
+    from ..audit import canonical
     return canonical({k: v for k, v in d.items() if k != "sandbox_id"}).decode()[:160]
 
 
@@ -66,7 +66,7 @@ def _summary(rec) -> str:
 def log_cmd(ctx, since, sandbox_id, kinds, as_json):
     """Show audit records, oldest first."""
     from ..audit import parse_when
-    from ..audit._canon import canonical
+    from ..audit import canonical
     since_t = parse_when(since) if since else None
     for rec in _log(ctx).records(since=since_t, kinds=kinds or None, sandbox=sandbox_id):
         if as_json:
@@ -141,7 +141,7 @@ def export_cmd(ctx, fmt, output, since):
     (seq, time, kind, data, prev, hash). The log is verified first and, when
     intact, signed to its head (a broken log is exported with a warning)."""
     from ..audit import parse_when
-    from ..audit._canon import canonical
+    from ..audit import canonical
     log = _log(ctx)
     since_t = parse_when(since) if since else None
     if log.db_path.exists():

@@ -182,7 +182,7 @@ def enter(obj, ref, command):
     """
     from .. import lifecycle as lc
     from ..errors import CommandNotExecutable, CommandNotFound
-    from ..lifecycle._enter import enter as do_enter
+    from ..lifecycle import enter_sandbox as do_enter
     rec = lc.resolve(obj.paths, ref)
     try:
         return do_enter(obj.paths, rec, list(command) or ["/bin/sh"])

@@ -127,7 +127,7 @@ def build_label_plan(profile, level: Level, volumes: Sequence = (), *,
     `HostSupportError` when Landlock is missing and not optional,
     `LabelError`/`UsageError` for malformed input.
     """
-    from ..runtime._landlock import build_landlock_rules, landlock_support
+    from ..runtime.landlock import build_landlock_rules, landlock_support
     spec = profile.label
     ctx = Context(spec.user, spec.role, spec.type, LevelRange.of(level))
     others = [lv for lv in held_by_others if lv != level]

@@ -285,7 +285,10 @@ def check_relabel_path(path: str | os.PathLike, *,
     `LabelRefused` (`build_relabel_refusal`). Path-based: for a decision
     that is also the one acted on, use `apply_volume_label`, which opens
     the volume once and decides on the fd."""
-    real = os.path.realpath(os.fspath(path))
+    p = os.fspath(path)
+    # an fd's path (/proc/self/fd/N, issue 13 item 9): the kernel's name of
+    # that very inode, read once; realpath would look its text up again
+    real = os.readlink(p) if p.startswith("/proc/self/fd/") else os.path.realpath(p)
     why = build_relabel_refusal(real, own_folders=own_folders)
     if why is not None:
         raise LabelRefused(why)
@@ -362,6 +365,52 @@ def apply_volume_label(path: str | os.PathLike, level: Level, *,
         from .selinux import build_file_context
         ctx = str(file_context.with_level(level)) if file_context else build_file_context(level)
         _apply_selinux_tree(real, ctx.encode("ascii"))
+    return real
+
+
+def apply_volume_label_fd(fd: int, level: Level, *, selinux: bool | None = None,
+                          file_context: Context | None = None,
+                          own_folders: Sequence[str | os.PathLike] = ()) -> str:
+    """`apply_volume_label` on the folder or file an fd holds (issue 13
+    item 9): the protected-folder check is made on the fd (its real path
+    and its device and inode against every protected folder's) and the
+    label is written through ``/proc/self/fd/N``, so a name swapped after
+    the fd was opened cannot redirect it. Returns the path labelled."""
+    p = f"/proc/self/fd/{fd}"
+    st = os.fstat(fd)
+    real = os.readlink(p)
+    why = build_relabel_refusal(real, own_folders=own_folders, ident=(st.st_dev, st.st_ino))
+    if why is not None:     # issue 13 item 4: system, data, home and our own folders
+        raise LabelRefused(why)
+    for prot in sorted(PROTECTED_PATHS) + list(SYSTEM_TREES):
+        try:
+            pst = os.stat(prot)
+        except OSError:
+            continue
+        if (pst.st_dev, pst.st_ino) == (st.st_dev, st.st_ino):
+            raise LabelRefused(f"volume {prot}: relabelling a host system folder is refused; "
+                               "use a folder of its own")
+    try:
+        os.setxattr(p, XATTR, str(level).encode("ascii"))
+    except OSError as e:
+        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise HostSupportError(
+                f"volume {real}: its file system keeps no user extended attributes",
+                hint="put the volume on ext4, xfs, btrfs or tmpfs (Linux 6.6+)") from None
+        raise SetupError(f"volume {real}: cannot write {XATTR}: {e.strerror}",
+                         step="label volume", errno=e.errno) from None
+    if selinux if selinux is not None else selinux_active():
+        from .selinux import build_file_context
+        ctx = str(file_context.with_level(level)) if file_context else build_file_context(level)
+        raw = ctx.encode("ascii")
+        try:        # the fd's own inode: through the magic link, so following it
+            os.setxattr(p, SELINUX_XATTR, raw)
+        except OSError as e:
+            raise SetupError(f"volume {real}: cannot write {SELINUX_XATTR}: {e.strerror}",
+                             step="label volume", errno=e.errno) from None
+        if stat.S_ISDIR(st.st_mode):
+            for name in os.listdir(p):
+                _apply_selinux_tree(os.path.join(p, name), raw)
     return real
 
 

@@ -190,7 +190,7 @@ def _host_mounts_under(prefixes) -> builtins.list[str]:
 
 
 def _umount(mp: str) -> str | None:
-    from ..runtime import _kernel as k
+    from ..runtime import kernel as k
     try:
         k.umount2(mp, k.MNT_DETACH | k.UMOUNT_NOFOLLOW)
         return None
@@ -526,3 +526,10 @@ class SandboxHandle:
 
     def rm(self, force: bool = False) -> None:
         rm(self.paths, self.record(), force)
+
+
+def enter_sandbox(paths, rec: dict, argv: list[str]) -> int:
+    """Run ``argv`` in the running sandbox ``rec`` (`sandbox.lifecycle._enter`);
+    its exit status. The public name for the CLI."""
+    from ._enter import enter
+    return enter(paths, rec, argv)

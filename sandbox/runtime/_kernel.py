@@ -67,10 +67,10 @@ SECCOMP_MODE_FILTER = 2
 _NR = {
     "x86_64": {"pivot_root": 155, "close_range": 436, "landlock_create_ruleset": 444,
                "landlock_add_rule": 445, "landlock_restrict_self": 446,
-               "open_tree": 428, "move_mount": 429, "mount_setattr": 442},
+               "open_tree": 428, "move_mount": 429, "mount_setattr": 442, "openat2": 437},
     "aarch64": {"pivot_root": 41, "close_range": 436, "landlock_create_ruleset": 444,
                 "landlock_add_rule": 445, "landlock_restrict_self": 446,
-                "open_tree": 428, "move_mount": 429, "mount_setattr": 442},
+                "open_tree": 428, "move_mount": 429, "mount_setattr": 442, "openat2": 437},
 }[os.uname().machine]
 
 # <linux/mount.h>: the new mount API
@@ -81,6 +81,11 @@ MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_NOSUID = 0x2
 MOUNT_ATTR_NODEV = 0x4
 MOUNT_ATTR_IDMAP = 0x100000
+
+# <linux/openat2.h>: how a path may be resolved
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+AT_FDCWD = -100
 
 
 def _check(ret: int, what: str) -> int:
@@ -192,6 +197,16 @@ def landlock_restrict_self(ruleset_fd: int) -> None:
     """landlock_restrict_self(2)."""
     _check(_libc.syscall(ctypes.c_long(_NR["landlock_restrict_self"]), ctypes.c_int(ruleset_fd),
                          ctypes.c_uint(0)), "landlock_restrict_self")
+
+
+def openat2(path: str, flags: int, resolve: int, *, dirfd: int = AT_FDCWD,
+            mode: int = 0) -> int:
+    """openat2(2): open ``path`` with the ``RESOLVE_*`` restrictions in
+    ``resolve`` (e.g. no symbolic link anywhere in it); an fd."""
+    import struct
+    how = ctypes.create_string_buffer(struct.pack("QQQ", flags, mode, resolve), 24)
+    return _check(_libc.syscall(ctypes.c_long(_NR["openat2"]), ctypes.c_int(dirfd), _b(path),
+                                how, ctypes.c_size_t(24)), f"openat2 {path}")
 
 
 def open_tree(path: str, flags: int = OPEN_TREE_CLONE | os.O_CLOEXEC) -> int:

@@ -153,6 +153,26 @@ def exit_like(pid: int) -> None:
 
 # --------------------------------------------------------------- C2: step 7-12
 
+def _reopen_checked(path: str, fd: int) -> int:
+    """``path`` opened in this mount namespace, as the fd the launch stage
+    opened it (``fd``, inherited through fork; issue 13 item 9): no
+    symbolic link followed, and the very inode of ``fd`` or an error.
+
+    Why not ``fd`` itself: it holds a mount of the caller's namespace, and
+    a bind mount takes its source only from the caller's own namespace
+    (EINVAL). The new lookup cannot be redirected: a link is refused, and
+    a name swapped for another folder fails the device and inode check.
+    """
+    import errno
+    new = k.openat2(path, os.O_PATH | os.O_CLOEXEC,
+                    k.RESOLVE_NO_SYMLINKS | k.RESOLVE_NO_MAGICLINKS)
+    a, b = os.fstat(new), os.fstat(fd)
+    if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino):
+        os.close(new)
+        raise OSError(errno.ESTALE, f"{path} was replaced after it was checked")
+    return new
+
+
 def _open_sources(plan: LaunchPlan) -> dict[str, int]:
     """O_PATH fds of every host path the mounts read, opened while this
     process still has the caller's host identity.
@@ -165,9 +185,11 @@ def _open_sources(plan: LaunchPlan) -> dict[str, int]:
     for op in plan.mounts:
         paths = op.source.split(":") if op.op == "overlay" else \
             [op.source] if op.op == "bind" else []
+        fd = getattr(op, "fd", None)
         for p in paths:
             if p not in fds:
-                fds[p] = os.open(p, os.O_PATH | os.O_CLOEXEC)
+                fds[p] = _reopen_checked(p, fd) if fd is not None and len(paths) == 1 else \
+                    os.open(p, os.O_PATH | os.O_CLOEXEC)
     return fds
 
 

@@ -51,7 +51,11 @@ class MountOp(NamedTuple):
     ``remount-ro``. ``target`` is the path inside the sandbox. ``source``:
     the host path (bind), the link text (symlink), the contents (file), or
     the ``:``-joined lower folders (overlay). ``options``: mount data or
-    ``ro``/``rw``/``rec``, comma separated.
+    ``ro``/``rw``/``rec``, comma separated. ``fd``: for a ``bind`` or a
+    one-folder ``overlay``, an ``O_PATH`` fd of ``source`` opened once by
+    the launch stage (without following symbolic links, issue 13 item 9):
+    the runtime mounts that very fd and never looks ``source`` up again.
+    Not part of the plan's JSON or digest (a number valid in one process).
     """
 
     op: str
@@ -59,6 +63,7 @@ class MountOp(NamedTuple):
     source: str | None = None
     options: str = ""
     why: str = ""
+    fd: int | None = None
 
     def describe(self) -> str:
         src = "" if self.source is None else (
@@ -137,7 +142,8 @@ class LaunchPlan(NamedTuple):
             "namespaces": {"new": list(self.namespaces), "host": list(self.shared_namespaces)},
             "idmap": self.idmap.to_dict() if self.idmap else None,
             "root": {"kind": self.root_kind, "base": self.base},
-            "mounts": [m._asdict() for m in self.mounts],
+            "mounts": [{k: v for k, v in m._asdict().items() if k != "fd"}
+                       for m in self.mounts],
             "capabilities": list(self.capabilities),
             "no_new_privs": self.no_new_privs,
             "rlimits": [list(r) for r in self.rlimits],

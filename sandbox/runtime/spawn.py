@@ -130,7 +130,10 @@ def _idmapped_layers(pid: int, plan: LaunchPlan) -> list[int]:
     layer works; the layers themselves stay read-only). Empty when the
     kernel or the file system cannot id-map: the layers are then used as
     they are (owned by an unmapped id inside)."""
-    layers = [p for op in plan.mounts if op.op == "overlay" for p in op.source.split(":")]
+    # a --rootfs folder comes with the fd the launch stage opened: open_tree
+    # follows /proc/self/fd/N to that very folder
+    layers = [p if op.fd is None or ":" in op.source else f"/proc/self/fd/{op.fd}"
+              for op in plan.mounts if op.op == "overlay" for p in op.source.split(":")]
     fds: list[int] = []
     userns = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -231,7 +234,7 @@ def _crash_point(name: str) -> None:
 
 
 def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
-           on_forked=None, wait=None, on_confined=None) -> LaunchResult:
+           on_forked=None, wait=None, on_confined=None, network=None) -> LaunchResult:
     """Run the plan to completion and return how it ended.
 
     ``on_forked()`` runs in the supervisor while the child sets up (the
@@ -243,6 +246,11 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
     execve and its error is raised. ``wait(c_pid) -> (pid, status)`` replaces the final
     ``os.waitpid`` (the detached supervisor copies the payload's output to
     its log meanwhile).
+    ``network``: for a plan with bridge networking (``plan.net``), the
+    object that wires it: ``network.attach(pid)`` once the first child has
+    unshared and its id maps are written, ``network.detach() -> list[str]``
+    (what could not be removed) at teardown. The runtime imports no
+    networking code (DESIGN §11); the launch stage makes this object.
     Raises `SetupError`, `CommandNotFound`, `CommandNotExecutable` or
     `HostSupportError`; in every case nothing of the sandbox is left.
     """
@@ -334,12 +342,17 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
                                    hint="check /etc/subuid and /etc/subgid")
                 os.kill(c_pid, signal.SIGKILL)
             else:
-                if plan.net is not None:
+                if plan.net is not None and network is None:
+                    # fail closed: a bridge plan nobody can wire
+                    error = SetupError("the plan asks for bridge networking but no "
+                                       "network object was given", step="network")
+                    os.kill(c_pid, signal.SIGKILL)
+                elif network is not None:
                     # bridge networking: veth into the child's network
-                    # namespace, addresses, routes, port forwards (sandbox.net)
+                    # namespace, addresses, routes, port forwards
                     try:
-                        from ..net import attach
-                        net_handle = attach(plan.net, c_pid)
+                        network.attach(c_pid)
+                        net_handle = network
                     except Exception as e:  # noqa: BLE001 - reported, child killed
                         error = e
                         os.kill(c_pid, signal.SIGKILL)
@@ -425,8 +438,7 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
             idm_p.close()
         _crash_point("teardown")
         if net_handle is not None:
-            from ..net import detach
-            leftovers += detach(net_handle)
+            leftovers += net_handle.detach()
         if cg is not None:
             leftovers += cgroups.remove(cg)
         leftovers += remove_base(plan.base)

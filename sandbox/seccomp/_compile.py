@@ -238,8 +238,8 @@ def apply_filter(bpf: bytes) -> None:
     as the last step before execve. Raises ``OSError`` with the kernel's
     errno (EACCES without no_new_privs, EINVAL for a malformed program).
     """
-    from sandbox.runtime import _kernel
-    _kernel.seccomp_set_filter(bpf)
+    from ..runtime.kernel import seccomp_set_filter
+    seccomp_set_filter(bpf)
 
 
 def libseccomp_version() -> str:

@@ -430,7 +430,6 @@ def test_docker_save_that_is_also_an_oci_layout(tmp_path, root, base_tar):
     """Docker 25+ ``docker save``: an OCI layout whose index names the image
     with io.containerd.image.name, plus a manifest.json pointing into
     blobs/. The layout is read (it has a real manifest to verify)."""
-    import io
     import tarfile
     lay = tmp_path / "lay"
     d = fx.write_oci_layout(lay, [base_tar], compression=None)

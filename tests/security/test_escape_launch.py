@@ -8,7 +8,6 @@ import errno
 import os
 import pty
 import signal
-import select
 import subprocess
 
 import pytest

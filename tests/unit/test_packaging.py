@@ -109,3 +109,16 @@ def test_editable_install_reads_the_checkout(tmp_path):
         assert Path(got[kind]) == REPO / kind, got
     assert (Path(got["profiles"]) / "default.toml").is_file()
     assert got["default_profile"] == "default"
+
+
+def test_install_writes_an_isolated_entry_script_without_re():
+    # install.sh replaces pip's console-script wrapper (which imports `re`)
+    script = Path(sys.prefix) / "bin" / "sandbox"
+    if not script.exists() or "install.sh" not in script.read_text():
+        pytest.skip("not installed by install.sh")
+    text = script.read_text()
+    first = text.splitlines()[0]
+    assert first.startswith("#!") and first.endswith(" -IS")
+    assert "import re" not in text
+    r = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "sandbox" in r.stdout

@@ -7,7 +7,6 @@ import os
 
 import pytest
 
-import helpers
 from sandbox import Sandbox
 
 pytestmark = pytest.mark.filterwarnings("ignore")

@@ -1,0 +1,16 @@
+"""The public face of the one door to the kernel (`sandbox.runtime._kernel`)
+for the other packages: the few calls they make outside the runtime.
+
+Everything kernel-facing stays in `_kernel` (errno-preserving ctypes
+wrappers, one fake for tests); a package outside the runtime imports
+these names from here, so the layer test (``tests/unit/test_layers.py``)
+can hold that no package reaches into another's private modules.
+"""
+
+from __future__ import annotations
+
+from ._kernel import (MNT_DETACH, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, UMOUNT_NOFOLLOW,
+                      close_range, openat2, seccomp_set_filter, umount2)
+
+__all__ = ["MNT_DETACH", "RESOLVE_NO_MAGICLINKS", "RESOLVE_NO_SYMLINKS", "UMOUNT_NOFOLLOW",
+           "close_range", "openat2", "seccomp_set_filter", "umount2"]

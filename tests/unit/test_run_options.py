@@ -1,0 +1,72 @@
+"""``sandbox run`` has one option table (`RUN_OPTIONS`); the click command
+and the fast parser are both made from it and read every argv alike."""
+
+from __future__ import annotations
+
+import pytest
+
+from sandbox.cli._run_fast import OPTIONS, RUN_OPTIONS, Opt, parse_fast
+from sandbox.cli.run import build_run_command, run
+
+ARGVS = [
+    ["--", "true"],
+    ["-p", "strict", "--rootfs", "/r", "--", "sh", "-c", "x"],
+    ["--volume=/a:/b:rw", "-v", "/c:/d", "-e", "A=1", "--env", "B=2", "--", "env"],
+    ["--net", "bridge:lab", "--port", "80:80", "--dns", "192.0.2.1", "img", "--", "x"],
+    ["--dry-run", "--json", "--name", "n1", "--hostname", "h", "-w", "/w", "-u", "1:2",
+     "--insecure-options", "image", "example.com/app"],
+    ["-d", "--", "sleep", "1"],
+]
+
+
+def _click_params(cmd, argv):
+    ctx = cmd.make_context("run", list(argv))
+    params = dict(ctx.params)
+    params["argv"] = ctx.meta.get("sandbox.command")
+    return params
+
+
+def _fast_params(argv, options=RUN_OPTIONS):
+    got = parse_fast(["run", *argv], options)
+    assert got is not None, argv
+    got.pop("root")
+    return {k: (tuple(v) if isinstance(v, list) and k != "argv" else v) for k, v in got.items()}
+
+
+def _norm(d):
+    return {k: tuple(v) if isinstance(v, (list, tuple)) and k != "argv" else v
+            for k, v in d.items()}
+
+
+@pytest.mark.parametrize("argv", ARGVS)
+def test_click_and_the_fast_parser_read_an_argv_alike(argv):
+    assert _norm(_click_params(run, argv)) == _norm(_fast_params(argv))
+
+
+def test_every_spelling_comes_from_the_table():
+    declared = {o for p in run.params for o in getattr(p, "opts", ()) if o.startswith("-")}
+    assert declared - {"-h", "--help"} == set(OPTIONS) == {n for o in RUN_OPTIONS
+                                                           for n in o.names}
+
+
+def test_a_new_option_is_one_entry_in_the_table():
+    # the everyday-run issue adds Docker's options this way: one Opt, and
+    # both parsers know it (spellings, value, repetition, default)
+    table = RUN_OPTIONS + (
+        Opt(("--read-only",), "read_only", takes_value=False, help="Mount the root read-only."),
+        Opt(("--cap-drop",), "cap_drop", multiple=True, metavar="CAP", help="Drop CAP."),
+        Opt(("--stop-signal",), "stop_signal", metavar="SIG", default="SIGTERM", help="Signal."),
+    )
+    cmd = build_run_command(lambda ctx, image, **kw: kw, table)
+    argv = ["--read-only", "--cap-drop", "CAP_CHOWN", "--cap-drop=CAP_KILL", "--", "true"]
+    c, f = _norm(_click_params(cmd, argv)), _norm(_fast_params(argv, table))
+    assert c == f
+    assert f["read_only"] is True and f["cap_drop"] == ("CAP_CHOWN", "CAP_KILL")
+    assert f["stop_signal"] == "SIGTERM"
+    assert "--read-only" in cmd.get_help(cmd.make_context("run", ["--", "x"]))
+
+
+@pytest.mark.parametrize("argv", [["--no-such"], ["--dry-run=yes"], ["-p"], ["a", "b"],
+                                  ["--help"]])
+def test_the_fast_parser_hands_what_it_does_not_know_to_click(argv):
+    assert parse_fast(["run", *argv]) is None
