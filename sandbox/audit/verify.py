@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import _keys
-from ._canon import GENESIS, canonical, sha256_hex
+from ._canon import GENESIS, sha256_hex
 
 
 @dataclass(frozen=True, slots=True)

@@ -142,10 +142,11 @@ def gc(obj, grace, as_json):
     and remove the records of sandboxes exited longer than the grace time.
 
     \b
-    Also (issue 14):
+    Also:
     - writes an audit exit record ("supervisor died", status unknown) for
       each launch whose supervisor is gone without one;
-    - removes id-range lock files (run/idmap/*.lock) no sandbox holds;
+    - removes id-range lock files (/run/sandbox/idmap/*.lock) no sandbox
+      holds;
     - leaves leftovers younger than 60 s alone (a launch may still be
       starting) and prints each one it deferred, and why.
     """

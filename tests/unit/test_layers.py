@@ -26,6 +26,8 @@ PKG = Path(__file__).resolve().parents[2] / "sandbox"
 #: go to a strictly lower layer (or stay inside its own package)
 LAYERS = {
     "errors": 0, "_values": 0, "_hash": 0, "_resources": 0, "paths": 0, "capabilities": 0,
+    "display": 0,
+    "safefs": 1,
     "profile": 1,
     "runtime": 2,
     "seccomp": 3, "labels": 3, "net": 3, "audit": 3,

@@ -163,7 +163,7 @@ def test_limits_cpus_is_validated():
 def test_limits_cpus_unset_leaves_profile_digests_as_they_were():
     p = load("default")
     assert "cpus" not in p.to_dict()["limits"]
-    q = loads(f'extends = "default"\n[limits]\ncpus = 0.5\n', base_dir=REPO / "profiles")
+    q = loads('extends = "default"\n[limits]\ncpus = 0.5\n', base_dir=REPO / "profiles")
     assert q.to_dict()["limits"]["cpus"] == 0.5 and q.digest() != p.digest()
 
 
