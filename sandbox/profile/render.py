@@ -111,8 +111,9 @@ def build_tables(p: Profile) -> list[tuple[str, list[tuple[str, str, object]]]]:
 def render_toml(p: Profile, *, origins: bool = True) -> str:
     """The profile as a TOML file; with ``origins``, where each value was set
     as a comment at the end of its line."""
-    lines = [f"# profile {p.name}  {p.digest()}",
-             f"# resolved from {p.source} ('extends' applied: every field is here)"]
+    from ..display import escape    # comments quote paths and names (issue 13 item 8)
+    lines = [escape(f"# profile {p.name}  {p.digest()}"),
+             escape(f"# resolved from {p.source} ('extends' applied: every field is here)")]
     for table, rows in build_tables(p):
         if table:
             lines += ["", f"[{table}]"]
@@ -125,6 +126,6 @@ def render_toml(p: Profile, *, origins: bool = True) -> str:
                 line = "\n".join([f"{key} = ["] + [f"    {toml_value(x)}," for x in value]
                                   + ["]"])
             if origins and dotted != "name":
-                line += f"    # {p.origin(dotted)}"
+                line += escape(f"    # {p.origin(dotted)}")
             lines.append(line)
     return "\n".join(lines) + "\n"

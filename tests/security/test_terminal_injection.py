@@ -99,7 +99,7 @@ def test_profile_show_escapes_source_path(tmp_path):
     r = _cli(tmp_path / "sb", "profile", "show", str(prof))
     assert r.returncode == 0, r.stderr
     assert _clean(r.stdout)
-    assert "# from " + str(tmp_path) + "/evil\\x1b]0;pwned\\x07\\nx/p.toml" in r.stdout
+    assert "# resolved from " + str(tmp_path) + "/evil\\x1b]0;pwned\\x07\\nx/p.toml" in r.stdout
 
 
 def test_report_evidence_escapes_record_text():
