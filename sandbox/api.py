@@ -14,6 +14,7 @@ the audit log. Each stage hands a frozen value to the next.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
@@ -359,6 +360,11 @@ class Sandbox:
                                 cache_dir=self.paths.state / "cache" / "seccomp")
             sc = SeccompPlan(cf.bpf, cf.digest, cf.source, cf.default_action,
                              cf.architectures, cf.instructions)
+            # issue 13, item 5: a filter that breaks or opens things warns
+            # (one line each) or, in a strict-derived profile, refuses
+            from .seccomp import build_warnings
+            for line in build_warnings(profile, cf.bpf):
+                sys.stderr.write(f"sandbox: warning: {line}\n")
 
         profile = with_home(profile, spec.root.kind)
         # label (stage 7): a level no other running sandbox holds; volumes
@@ -552,7 +558,9 @@ class Sandbox:
             "capabilities": list(plan.capabilities),
             "seccomp": {"enabled": plan.seccomp is not None,
                         "default_action": plan.seccomp.default_action if plan.seccomp else None,
-                        "digest": plan.seccomp.digest if plan.seccomp else None},
+                        "digest": plan.seccomp.digest if plan.seccomp else None,
+                        # issue 13: judged by control SBX-SECCOMP-04
+                        "io_uring_allowed": _io_uring_allowed(plan.seccomp)},
             "no_new_privs": plan.no_new_privs,
             "read_only_root": p.filesystem.read_only_root,
             "volumes": [{"source": pv.request.source, "target": pv.target,
@@ -569,6 +577,12 @@ class Sandbox:
             "missing": list(plan.missing),
             "effective": effective,
         }
+
+
+def _io_uring_allowed(seccomp) -> bool:
+    """Whether the filter lets io_uring through (no filter: it does)."""
+    from .seccomp import build_findings
+    return seccomp is None or any(f.kind == "io_uring" for f in build_findings(seccomp.bpf))
 
 
 #: uid -> user name, for launch records (looked up once per process)
