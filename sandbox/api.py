@@ -543,6 +543,8 @@ class Sandbox:
         lp = self.label_plan
         return {
             "sandbox_id": plan.sandbox_id, "name": plan.name,
+            # issue 13: the release that made this record (sandbox/__init__.py)
+            "sandbox_version": sys.modules["sandbox"].__version__,
             "user": {"uid": os.getuid(), "name": uname},
             "command": list(plan.argv),
             # the plan carries the profile's digest (computed once, in `plan`)

@@ -20,6 +20,7 @@ COMMANDS = {
     "logs": "sandbox.cli.lifecycle:logs",
     "rm": "sandbox.cli.lifecycle:rm",
     "gc": "sandbox.cli.lifecycle:gc",
+    "version": "sandbox.cli.version:version",
 }
 
 
