@@ -31,7 +31,7 @@ from sandbox.errors import ArtifactError, SandboxError  # noqa: E402
 from sandbox.image import ImageStore  # noqa: E402
 from sandbox.paths import Paths  # noqa: E402
 
-BUDGET = settings(max_examples=120, deadline=3000, derandomize=True,
+BUDGET = settings(max_examples=150, deadline=3000, derandomize=True,
                   suppress_health_check=[HealthCheck.too_slow,
                                          HealthCheck.function_scoped_fixture])
 
@@ -204,11 +204,19 @@ def test_unmutated_fuzz_base_images_import(tmp_path, fmt):
 # --- property-based fuzzing -----------------------------------------------------
 
 @BUDGET
-@given(data=st.data(), which=st.sampled_from(["index", "manifest", "config"]))
-def test_fuzz_oci_metadata_never_crashes_import(data, which):
+@given(data=st.data(), which=st.sampled_from(["index", "manifest", "config"]),
+       as_tar=st.booleans())
+def test_fuzz_oci_metadata_never_crashes_import(data, which, as_tar):
     with tempfile.TemporaryDirectory(prefix="fuzz-oci-") as d:
-        write_oci(Path(d) / "layout", **{which: lambda doc: mutate(data, doc)})
-        _import_ends_cleanly(Path(d) / "layout")
+        layout = Path(d) / "layout"
+        write_oci(layout, **{which: lambda doc: mutate(data, doc)})
+        if as_tar:                          # the same layout as an OCI archive
+            with tarfile.open(Path(d) / "oci.tar", "w") as tf:
+                for p in ("oci-layout", "index.json", "blobs"):
+                    tf.add(layout / p, arcname=p)
+            _import_ends_cleanly(Path(d) / "oci.tar")
+        else:
+            _import_ends_cleanly(layout)
 
 
 @BUDGET
