@@ -18,6 +18,7 @@ print one line each and refuse them in profiles derived from ``strict``.
 from __future__ import annotations
 
 import errno as _errno
+import functools
 import os
 import struct
 from typing import NamedTuple
@@ -49,13 +50,14 @@ class SeccompFinding(NamedTuple):
     message: str
 
 
-def run_bpf(bpf: bytes, nr: int, arch: int, args: tuple[int, ...] = ()) -> int:
-    """What the classic BPF program ``bpf`` returns for one ``struct
+def run_bpf(bpf: bytes | list, nr: int, arch: int, args: tuple[int, ...] = ()) -> int:
+    """What the classic BPF program ``bpf`` (bytes, or the list of its
+    ``(code, jt, jf, k)`` instructions) returns for one ``struct
     seccomp_data`` (instruction pointer 0). Raises ValueError on an
     instruction seccomp filters do not use."""
     a6 = (list(args) + [0] * 6)[:6]
     data = struct.pack("=IIQ6Q", nr & _M32, arch, 0, *(v & 0xFFFFFFFFFFFFFFFF for v in a6))
-    prog = list(struct.iter_unpack("=HBBI", bpf))
+    prog = list(struct.iter_unpack("=HBBI", bpf)) if isinstance(bpf, bytes) else bpf
     acc = x = 0
     mem = [0] * 16
     pc = 0
@@ -94,9 +96,15 @@ def run_bpf(bpf: bytes, nr: int, arch: int, args: tuple[int, ...] = ()) -> int:
             pc += k
         elif cls == 0x05:                   # jeq/jgt/jge/jset
             op, src = code & 0xF0, (x if code & 0x08 else k)
-            cond = {0x10: acc == src, 0x20: acc > src, 0x30: acc >= src,
-                    0x40: bool(acc & src)}.get(op)
-            if cond is None:
+            if op == 0x10:
+                cond = acc == src
+            elif op == 0x20:
+                cond = acc > src
+            elif op == 0x30:
+                cond = acc >= src
+            elif op == 0x40:
+                cond = acc & src
+            else:
                 raise ValueError(f"BPF jump {code:#x}")
             pc += jt if cond else jf
         elif code == 0x06:                  # ret #k
@@ -122,12 +130,14 @@ def _allows(ret: int) -> bool:
     return ret & 0xFFFF0000 in (_RET_ALLOW, _RET_LOG)
 
 
+@functools.lru_cache(maxsize=8)     # the launch asks twice: plan and audit record
 def build_findings(bpf: bytes, machine: str | None = None) -> tuple[SeccompFinding, ...]:
     """The risky answers of the native ABI of ``bpf`` (see the module docstring)."""
     machine = machine or os.uname().machine
     if machine not in _NR:
         return ()
     nr, arch = _NR[machine], _AUDIT_ARCH[machine]
+    bpf = list(struct.iter_unpack("=HBBI", bpf))
     out = []
     # io_uring: any of a few argument values allowed counts (a rule may
     # allow it only for some sizes or flags).
