@@ -132,8 +132,15 @@ if [ ! -x .venv/bin/python ] || ! grep -qx 'home = /usr/bin' .venv/pyvenv.cfg 2>
     quiet /usr/bin/python3 -m venv --clear .venv
 fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
-# hatchling too: tests/unit/test_packaging.py builds a wheel without isolation.
-quiet .venv/bin/python -m pip install -q -e '.[test]' 'hatchling>=1.18'
+# The toolkit's own supply chain (issue 13): every Python dependency, the test
+# extra and the build backend come from requirements.lock, pinned and checked
+# against its sha256 hashes; then the project itself, with no dependencies of
+# its own choosing. No build isolation: an isolated build would fetch its
+# build requirements unpinned and unhashed (sdists such as python-prctl build
+# with the venv's own setuptools, and the project with the locked backend).
+# Regenerate the lock after changing pyproject.toml: see README, "Supply chain".
+quiet .venv/bin/python -m pip install -q --require-hashes --no-build-isolation -r requirements.lock
+quiet .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
 
 # --- the launch path: compiled bytecode and its own entry script -------------
 # .pyc files now, so no launch pays for compiling (53 ms instead of 28 ms of

@@ -178,6 +178,17 @@ def profile_view(profile) -> dict:
                 action = json.load(f).get("defaultAction")
         except (OSError, ValueError, AttributeError):
             action = None
+    io_uring = None if seccomp_enabled else True
+    if seccomp_enabled and profile.seccomp.profile:     # issue 13: SBX-SECCOMP-04
+        from sandbox.errors import SandboxError
+        from sandbox.seccomp import build_findings, compile_filter
+        try:
+            cf = compile_filter(profile.seccomp.profile, capabilities=profile.capabilities,
+                                default_action=profile.seccomp.default_action,
+                                other_abis=profile.seccomp.other_abis)
+            io_uring = any(f.kind == "io_uring" for f in build_findings(cf.bpf))
+        except SandboxError:
+            io_uring = None
     lab = profile.label
     return {
         "profile": {"name": profile.name, "digest": profile.digest(),
@@ -185,7 +196,8 @@ def profile_view(profile) -> dict:
         "namespaces": {n: getattr(profile.namespaces, n) for n in
                        ("user", "pid", "mount", "net", "uts", "ipc", "cgroup")},
         "capabilities": sorted(profile.capabilities),
-        "seccomp": {"enabled": seccomp_enabled, "default_action": action},
+        "seccomp": {"enabled": seccomp_enabled, "default_action": action,
+                    **({} if io_uring is None else {"io_uring_allowed": io_uring})},
         "no_new_privs": profile.process.no_new_privs,
         "read_only_root": profile.filesystem.read_only_root,
         "network": {"mode": profile.network.mode},

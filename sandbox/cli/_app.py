@@ -21,6 +21,7 @@ COMMANDS = {
     "rm": "sandbox.cli.lifecycle:rm",
     "gc": "sandbox.cli.lifecycle:gc",
     "completion": "sandbox.cli.completion:completion",
+    "version": "sandbox.cli.version:version",
 }
 
 

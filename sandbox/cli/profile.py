@@ -117,6 +117,9 @@ def validate(obj, file):
         extra = f"; seccomp {cf.instructions} BPF instructions"
         if cf.skipped:
             extra += f" (skipped unknown: {', '.join(cf.skipped)})"
+        from ..seccomp import build_warnings     # issue 13: refuses for strict-derived
+        for line in build_warnings(p, cf.bpf):
+            click.echo(f"sandbox: warning: {line}", err=True)
     else:
         extra = "; WARNING: no seccomp filter (unconfined): every launch is flagged by audit reports"
     click.echo(f"{file}: valid profile {p.name!r}{extra}")

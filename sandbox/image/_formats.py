@@ -182,6 +182,14 @@ def normalise_oci_config(cfg: dict) -> dict:
     }
 
 
+def _aci_list(obj: dict, key: str, what: str) -> list:
+    """``obj[key]`` when it is a list (or absent: []); else a one-line refusal (issue 13)."""
+    v = obj.get(key) or []
+    if not isinstance(v, list):
+        raise ArtifactError(f"{what}: {key!r} is not a list")
+    return list(v)
+
+
 def normalise_aci_manifest(man: dict) -> tuple[dict, str, str]:
     """(config, name, platform) from an appc ImageManifest (appc spec,
     "Image Manifest Schema"). The app section maps to the OCI-style keys:
@@ -195,7 +203,7 @@ def normalise_aci_manifest(man: dict) -> tuple[dict, str, str]:
     if not isinstance(name, str) or not _AC_NAME_RE.match(name):
         raise ArtifactError(f"ACI manifest: name {name!r} is not an AC identifier")
     labels = {}
-    for item in man.get("labels") or []:
+    for item in _aci_list(man, "labels", "ACI manifest"):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise ArtifactError("ACI manifest: malformed label")
         labels[item["name"]] = str(item.get("value", ""))
@@ -213,7 +221,7 @@ def normalise_aci_manifest(man: dict) -> tuple[dict, str, str]:
     if not isinstance(app, dict):
         raise ArtifactError(f"ACI {name}: 'app' is not an object")
     env = []
-    for item in app.get("environment") or []:
+    for item in _aci_list(app, "environment", f"ACI {name}: app"):
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise ArtifactError(f"ACI {name}: malformed environment entry")
         env.append(f"{item['name']}={item.get('value', '')}")
@@ -222,7 +230,7 @@ def normalise_aci_manifest(man: dict) -> tuple[dict, str, str]:
     if app and (user is None or group is None):
         raise ArtifactError(f"ACI {name}: app must name both user and group")
     annotations = {}
-    for item in man.get("annotations") or []:
+    for item in _aci_list(man, "annotations", f"ACI {name}"):
         if isinstance(item, dict) and isinstance(item.get("name"), str):
             annotations[item["name"]] = str(item.get("value", ""))
     cfg = {
@@ -237,10 +245,12 @@ def normalise_aci_manifest(man: dict) -> tuple[dict, str, str]:
                    "appc.name": name},
         "StopSignal": "",
         "ExposedPorts": sorted(f"{p.get('port')}/{p.get('protocol')}"
-                               for p in app.get("ports") or [] if isinstance(p, dict)),
-        "Volumes": sorted(str(m.get("path")) for m in app.get("mountPoints") or []
+                               for p in _aci_list(app, "ports", f"ACI {name}: app")
+                               if isinstance(p, dict)),
+        "Volumes": sorted(str(m.get("path"))
+                          for m in _aci_list(app, "mountPoints", f"ACI {name}: app")
                           if isinstance(m, dict)),
-        "Isolators": list(app.get("isolators") or []),
+        "Isolators": _aci_list(app, "isolators", f"ACI {name}: app"),
     }
     ref = name + (f":{labels['version']}" if labels.get("version") else "")
     return cfg, ref, f"{os_}/{arch}"
@@ -562,6 +572,17 @@ def _config_platform(src, manifest, *, limits, what):
     return str(cfg.get("os", "?")), str(cfg.get("architecture", "?"))
 
 
+def _config_diff_ids(cfg, *, what: str) -> list:
+    """The config's ``rootfs.diff_ids`` list, or a one-line refusal (issue 13:
+    a ``rootfs`` that is a string, a boolean or a list crashed here)."""
+    if not isinstance(cfg, dict):
+        raise ArtifactError(f"{what}: not a JSON object")
+    rootfs = cfg.get("rootfs")
+    if not isinstance(rootfs, dict) or not isinstance(rootfs.get("diff_ids"), list):
+        raise ArtifactError(f"{what}: rootfs is not an object with a diff_ids list")
+    return rootfs["diff_ids"]
+
+
 def _plan_from_manifest(src, mdigest, mbytes, manifest, names, *, limits, label):
     what = f"{label}: manifest {mdigest}"
     cdesc = manifest.get("config")
@@ -579,8 +600,8 @@ def _plan_from_manifest(src, mdigest, mbytes, manifest, names, *, limits, label)
     if len(layers_desc) > limits.max_layers:
         raise ArtifactError(f"{what}: {len(layers_desc)} layers, over the limit of "
                             f"{limits.max_layers}")
-    diff_ids = (cfg.get("rootfs") or {}).get("diff_ids") if isinstance(cfg, dict) else None
-    if not isinstance(diff_ids, list) or len(diff_ids) != len(layers_desc):
+    diff_ids = _config_diff_ids(cfg, what=f"{what} config")
+    if len(diff_ids) != len(layers_desc):
         raise ArtifactError(f"{what}: config lists {len(diff_ids or [])} diff_ids "
                             f"for {len(layers_desc)} layers")
     host_os, host_arch = host_platform()
@@ -625,6 +646,12 @@ def _plan_from_manifest(src, mdigest, mbytes, manifest, names, *, limits, label)
 # ---------------------------------------------------------------- docker-archive
 
 
+def _repo_tags(entry: dict) -> list[str]:
+    """The entry's ``RepoTags`` strings; anything malformed counts as none."""
+    tags = entry.get("RepoTags")
+    return [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
+
+
 def plan_docker(src, *, limits: Limits, select: str | None, label: str) -> ImportPlan:
     """Read a docker-archive (``docker save`` format, docker image spec
     v1.2). The image digest is the config's sha256 (Docker's image id); each
@@ -635,14 +662,17 @@ def plan_docker(src, *, limits: Limits, select: str | None, label: str) -> Impor
         raise ArtifactError(f"{label}: manifest.json lists no images")
     entries = [e for e in mf if isinstance(e, dict)]
     if select is not None:
-        entries = [e for e in entries if select in (e.get("RepoTags") or [])]
+        entries = [e for e in entries if select in _repo_tags(e)]
         if not entries:
             raise ArtifactError(f"{label}: no image tagged {select!r} in the archive")
     if len(entries) > 1:
-        tags = sorted(t for e in entries for t in (e.get("RepoTags") or []))
+        tags = sorted(t for e in entries for t in _repo_tags(e))
         raise ArtifactError(f"{label}: the archive holds {len(entries)} images; choose one",
                             hint="import again with --select TAG (one of: "
                             + ", ".join(tags) + ")")
+    if not entries:     # issue 13: [false] and the like listed no usable entry
+        raise ArtifactError(f"{label}: manifest.json lists no image objects",
+                            hint="expected [{\"Config\": ..., \"Layers\": [...]}]")
     entry = entries[0]
     cname = entry.get("Config")
     if not isinstance(cname, str):
@@ -658,8 +688,8 @@ def plan_docker(src, *, limits: Limits, select: str | None, label: str) -> Impor
         raise ArtifactError(f"{label}: manifest.json entry has no Layers list")
     if len(lnames) > limits.max_layers:
         raise ArtifactError(f"{label}: {len(lnames)} layers, over the limit of {limits.max_layers}")
-    diff_ids = (cfg.get("rootfs") or {}).get("diff_ids") if isinstance(cfg, dict) else None
-    if not isinstance(diff_ids, list) or len(diff_ids) != len(lnames):
+    diff_ids = _config_diff_ids(cfg, what=f"{label}: config")
+    if len(diff_ids) != len(lnames):
         raise ArtifactError(f"{label}: config lists {len(diff_ids or [])} diff_ids "
                             f"for {len(lnames)} layers")
     host_os, host_arch = host_platform()
@@ -676,7 +706,7 @@ def plan_docker(src, *, limits: Limits, select: str | None, label: str) -> Impor
         layers.append(LayerSource(
             label=f"layer {i} ({ln})", open=(lambda n=ln: src.open(n)), size=size,
             digest=None, diff_id=diff, key=digest_key(diff), diff_algo=algo))
-    tags = [t for t in entry.get("RepoTags") or [] if isinstance(t, str)]
+    tags = _repo_tags(entry)
     return ImportPlan(
         format="docker-archive", digest=config_digest, layers=layers,
         config_bytes=cbytes, config_digest=config_digest,

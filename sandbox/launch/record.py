@@ -96,6 +96,19 @@ def build_exit_record(result) -> dict:
             "duration_ms": round(result.duration_ms, 3)}
 
 
+def _version() -> str:
+    import sys
+    return sys.modules["sandbox"].__version__
+
+
+def _io_uring_allowed(seccomp) -> bool:
+    """Whether the filter lets io_uring through (no filter: it does)."""
+    if seccomp is None:
+        return True
+    from ..seccomp import build_findings
+    return any(f.kind == "io_uring" for f in build_findings(seccomp.bpf))
+
+
 #: uid -> user name, for launch records (looked up once per process)
 _USER_NAMES: dict[int, str] = {}
 
@@ -121,6 +134,8 @@ def build_launch_record(plan, plan_digest: str, resolved, leases, request,
     lp = leases.label_plan
     return {
         "sandbox_id": plan.sandbox_id, "name": plan.name,
+        # issue 13 item 11: the release that made this record
+        "sandbox_version": _version(),
         "user": {"uid": uid, "name": _user_name(uid)},
         "command": list(plan.argv),
         "profile": {"name": p.name, "digest": plan.profile_digest, "source": p.source,
@@ -134,7 +149,9 @@ def build_launch_record(plan, plan_digest: str, resolved, leases, request,
         "capabilities": list(plan.capabilities),
         "seccomp": {"enabled": plan.seccomp is not None,
                     "default_action": plan.seccomp.default_action if plan.seccomp else None,
-                    "digest": plan.seccomp.digest if plan.seccomp else None},
+                    "digest": plan.seccomp.digest if plan.seccomp else None,
+                    # issue 13 item 5: judged by control SBX-SECCOMP-04
+                    "io_uring_allowed": _io_uring_allowed(plan.seccomp)},
         "no_new_privs": plan.no_new_privs,
         "read_only_root": p.filesystem.read_only_root,
         "volumes": [dict({"source": pv.request.source, "target": pv.target,

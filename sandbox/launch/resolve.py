@@ -288,6 +288,12 @@ def compile_seccomp(profile, paths) -> SeccompPlan | None:
                         default_action=profile.seccomp.default_action,
                         other_abis=profile.seccomp.other_abis,
                         cache_dir=paths.state / "cache" / "seccomp")
+    # issue 13 item 5: a filter that breaks or opens things warns (one line
+    # each) or, in a strict-derived profile, refuses
+    from ..seccomp import build_warnings
+    for line in build_warnings(profile, cf.bpf):
+        import sys
+        sys.stderr.write(f"sandbox: warning: {line}\n")
     return SeccompPlan(cf.bpf, cf.digest, cf.source, cf.default_action,
                        cf.architectures, cf.instructions)
 

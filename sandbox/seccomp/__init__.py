@@ -18,6 +18,7 @@ Errno policy and ABI handling are documented in `sandbox.seccomp._compile`.
 
 from sandbox.seccomp._compile import (CompiledFilter, apply_filter, compile_filter,
                                       export_pfc, libseccomp_version, parse_action)
+from sandbox.seccomp._risks import SeccompFinding, build_findings, build_warnings
 
 
 def parse_profile(data: bytes, source: str):
@@ -26,5 +27,5 @@ def parse_profile(data: bytes, source: str):
     return _parse_profile(data, source)
 
 
-__all__ = ["CompiledFilter", "apply_filter", "compile_filter", "export_pfc",
+__all__ = ["CompiledFilter", "SeccompFinding", "apply_filter", "build_findings", "build_warnings", "compile_filter", "export_pfc",
            "libseccomp_version", "parse_action", "parse_profile"]

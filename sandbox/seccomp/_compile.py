@@ -2,13 +2,18 @@
 
 Semantics (DESIGN §3, issue 2), decided here once:
 
-* Errno values. A syscall the profile does not mention gets the profile's
-  default action; when that is SCMP_ACT_ERRNO with no ``defaultErrnoRet``
-  (nor containers-common's ``defaultErrno``) the errno is **ENOSYS**, so
-  programs treat a newer or unknown syscall as "not implemented" and fall
-  back (glibc does so for clone3, faccessat2, statx...). A rule with
-  SCMP_ACT_ERRNO and no ``errnoRet`` is an explicit denial and gets
-  **EPERM**, as in Docker and runc. An explicit ``errnoRet`` always wins.
+* Errno values, as runc (libcontainer/seccomp and its patchbpf package)
+  gives them, so a profile means here what it means under Docker:
+  SCMP_ACT_ERRNO without an errno, as default action or in a rule, is
+  **EPERM**; ``defaultErrnoRet``/``errnoRet`` (or containers-common's
+  ``defaultErrno``/``errno`` names) always win. On top of that, a syscall
+  *newer than the profile* gets **ENOSYS** whatever the default action says,
+  so glibc falls back (clone3 -> clone, faccessat2 -> faccessat...): for
+  each ABI in the filter, a number above the highest syscall the profile
+  names for that ABI (`_enosys_stub`, prepended to libseccomp's program).
+  Numbers at or below it get the default action. The stub is left out, as
+  in runc, when the default action allows (allow, log, trace) or is already
+  ENOSYS. Issue 13, item 6.
 * Names libseccomp does not know (newer than the library, or misspelt) are
   skipped and listed in `CompiledFilter.skipped`, as Docker does.
 * ``includes``/``excludes`` follow moby's rules: ``arches`` match the native
@@ -35,6 +40,7 @@ from __future__ import annotations
 import ctypes
 import errno as _errno
 import os
+import struct
 from typing import NamedTuple
 
 from sandbox._hash import sha256
@@ -42,7 +48,7 @@ from sandbox._values import ignore_last_field_in_eq
 from sandbox.errors import HostSupportError, ProfileError
 
 #: Bump when the compiler's output for the same inputs changes.
-_CACHE_FORMAT = b"sandbox-seccomp-1"
+_CACHE_FORMAT = b"sandbox-seccomp-2"     # 2: the ENOSYS stub (issue 13)
 #: Kernel limit on a classic BPF program (BPF_MAXINSNS, <linux/bpf_common.h>).
 _MAX_INSNS = 4096
 #: machine -> (native libseccomp arch, the other ABIs its kernel accepts).
@@ -195,8 +201,9 @@ def compile_filter(json_path: str, *, capabilities: frozenset[str],
 
     from sandbox.seccomp._parse import parse_profile
     profile = parse_profile(data, str(json_path))
-    filt, arches, skipped, nrules, default = _build(profile, caps, override, other_abis, uname)
-    bpf = _export(filt, "export_bpf")
+    filt, arches, skipped, nrules, default, last = _build(profile, caps, override, other_abis,
+                                                          uname)
+    bpf = _enosys_stub(default, last) + _export(filt, "export_bpf")
     if len(bpf) // 8 > _MAX_INSNS:
         raise ProfileError(f"the compiled filter has {len(bpf) // 8} instructions, more than "
                            f"the kernel's limit of {_MAX_INSNS}", source=str(json_path),
@@ -317,7 +324,7 @@ def _build(profile, caps, override, other_abis, uname):
     else:
         default = (profile.default_action, profile.default_errno_ret)
     if default[0] == "SCMP_ACT_ERRNO" and default[1] is None:
-        default = (default[0], _errno.ENOSYS)     # unknown/newer syscalls: "not implemented"
+        default = (default[0], _errno.EPERM)      # runc's errno; newer syscalls: see the stub
 
     def new_filter(add=(), native_too=True):
         f = sc.SyscallFilter(_scmp(sc, *default))
@@ -345,9 +352,16 @@ def _build(profile, caps, override, other_abis, uname):
 
     skipped: set[str] = set()
     nrules = 0
+    # The highest syscall number the profile names, per ABI, for the ENOSYS
+    # stub. Like runc, every applying rule counts, whatever its action.
+    last = {a: -1 for a in arches}
     for rule in profile.rules:
         if not _applies(rule, caps, _NATIVE_SPELLINGS[uname.machine], kernel):
             continue
+        for name in rule.names:
+            for a in arches:
+                last[a] = max(last[a], sc.resolve_syscall(getattr(sc.Arch, a[len("SCMP_ARCH_"):]),
+                                                          name))
         errno_ret = rule.errno_ret
         if rule.action == "SCMP_ACT_ERRNO" and errno_ret is None:
             errno_ret = _errno.EPERM                 # an explicit denial
@@ -383,7 +397,66 @@ def _build(profile, caps, override, other_abis, uname):
     filt = targets[0][0]
     for other, _ in targets[1:]:
         filt.merge(other)
-    return filt, tuple(arches), tuple(sorted(skipped)), nrules, default
+    return filt, tuple(arches), tuple(sorted(skipped)), nrules, default, last
+
+
+# classic BPF opcodes (<linux/bpf_common.h>) and seccomp constants (<linux/seccomp.h>)
+_LD_W_ABS, _JA, _JEQ_K, _JGT_K, _JSET_K, _RET_K = 0x20, 0x05, 0x15, 0x25, 0x45, 0x06
+_SECCOMP_RET_ERRNO = 0x00050000
+_X32_BIT = 0x40000000
+#: libseccomp arch name -> AUDIT_ARCH_* (<linux/audit.h>), what seccomp_data.arch holds.
+_AUDIT_ARCH = {"SCMP_ARCH_X86_64": 0xC000003E, "SCMP_ARCH_X32": 0xC000003E,
+               "SCMP_ARCH_X86": 0x40000003, "SCMP_ARCH_AARCH64": 0xC00000B7,
+               "SCMP_ARCH_ARM": 0x40000028}
+
+
+def _enosys_stub(default: tuple[str, int | None], last: dict[str, int]) -> bytes:
+    """The BPF prepended to libseccomp's program so that syscalls newer than
+    the profile get ENOSYS, as runc's patchbpf does (module docstring).
+
+    Per ABI: ``ld arch; jeq AUDIT_ARCH; ld nr; jgt LAST -> ENOSYS``, else
+    into libseccomp's program, which starts by loading the arch itself. x32
+    shares x86_64's AUDIT_ARCH and is told apart by bit 30 of the number;
+    with no x32 in the filter such numbers go on to the filter (which kills
+    them). An arch the stub does not know goes on to the filter too.
+    """
+    act, num = default
+    if act in ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_TRACE") or \
+            (act == "SCMP_ACT_ERRNO" and num == _errno.ENOSYS):
+        return b""
+    by_audit: dict[int, dict[str, int]] = {}
+    for arch, nr in last.items():
+        if nr > 0:
+            by_audit.setdefault(_AUDIT_ARCH[arch], {})[arch] = nr
+    if not by_audit:
+        return b""
+    # Instructions as (code, jt, jf, k); jt/jf/k may name a label, resolved below.
+    prog: list[list] = [[_LD_W_ABS, 0, 0, 4]]                     # A = seccomp_data.arch
+    for audit, nrs in by_audit.items():
+        body: list[list] = [[_LD_W_ABS, 0, 0, 0]]                 # A = seccomp_data.nr
+        native = nrs.get("SCMP_ARCH_X86_64")
+        if native is not None and "SCMP_ARCH_X32" in nrs:
+            body += [[_JSET_K, 1, 0, _X32_BIT],
+                     [_JGT_K, "enosys", "filter", native],
+                     [_JGT_K, "enosys", "filter", nrs["SCMP_ARCH_X32"]]]
+        elif native is not None:
+            body += [[_JSET_K, "filter", 0, _X32_BIT],
+                     [_JGT_K, "enosys", "filter", native]]
+        else:
+            (only,) = nrs.values()
+            body += [[_JGT_K, "enosys", "filter", only]]
+        prog.append([_JEQ_K, 0, len(body), audit])                # no: the next ABI's check
+        prog += body
+    prog.append([_JA, 0, 0, "filter"])
+    labels = {"enosys": len(prog), "filter": len(prog) + 1}
+    prog.append([_RET_K, 0, 0, _SECCOMP_RET_ERRNO | _errno.ENOSYS])
+    out = bytearray()
+    for i, (code, jt, jf, k) in enumerate(prog):
+        jt, jf = (labels[j] - i - 1 if isinstance(j, str) else j for j in (jt, jf))
+        if isinstance(k, str):
+            k = labels[k] - i - 1
+        out += struct.pack("=HBBI", code, jt, jf, k)
+    return bytes(out)
 
 
 def _export(filt, method: str) -> bytes:

@@ -127,6 +127,7 @@ def mixed(tmp_path_factory):
 
 # What the real records of the mixed run must fail, and on which launch.
 UNCONFINED_FAILS = {"SBX-PRIV-01", "SBX-CAP-01", "SBX-PRIV-03", "SBX-SECCOMP-01",
+                    "SBX-SECCOMP-04",  # no filter: io_uring is open (issue 13)
                     "SBX-FS-01", "SBX-LANDLOCK-01", "SBX-LIMIT-01", "SBX-LIMIT-02",
                     "SBX-LIMIT-03"}
 IMAGE_FAILS = {"SBX-IMG-01", "SBX-PRIV-02"}

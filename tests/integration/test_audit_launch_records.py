@@ -171,3 +171,11 @@ def test_signed_image_launch_records_its_verification(tmp_path, expire, img02):
     assert st["SBX-IMG-02"] == img02
     assert [c["id"] for c in rep["controls"] if c["status"] == "fail"] == (
         ["SBX-IMG-02"] if img02 == "fail" else [])
+
+
+def test_launch_record_carries_the_package_version_and_io_uring_state(real_launch):
+    # issue 13: which release made the record, and control SBX-SECCOMP-04's field
+    from importlib import metadata
+    _, rec = real_launch
+    assert rec["data"]["sandbox_version"] == metadata.version("sandbox")
+    assert rec["data"]["seccomp"]["io_uring_allowed"] is False

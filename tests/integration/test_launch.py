@@ -210,6 +210,28 @@ def test_real_docker_seccomp_profile_runs_echo(sroot, tmp_path, busybox_root, re
         assert (r.returncode, r.stdout) == (0, "ok\n"), r.stderr
 
 
+@needs_root
+@pytest.mark.parametrize("rel, denied", [
+    # Docker's current profile: "defaultErrnoRet": 1.
+    ("moby-profiles-v0.2.3-current/default.json", {"mount": 1, "unshare": 1, "nr:1000": 38}),
+    # Docker's 2016 profile: no defaultErrnoRet, so EPERM (runc's default);
+    # clone3 (435) and io_uring_setup (425) are newer than it: ENOSYS.
+    ("moby-2016-06-bdf01cf5/default.json",
+     {"mount": 1, "unshare": 1, "nr:435": 38, "nr:425": 38, "nr:1000": 38}),
+])
+def test_docker_profile_errno_semantics_match_runc_inside_sandbox(sroot, tmp_path, busybox_root,
+                                                                   rel, denied):
+    # Issue 13, item 6: a syscall newer than the profile gets ENOSYS (glibc
+    # falls back), a known syscall the profile denies gets the profile's errno.
+    prof = _profile_with_seccomp(tmp_path, str(_corpus(rel)))
+    r = run_sandbox(sroot, "run", "--profile", str(prof), "--rootfs", str(busybox_root), "--",
+                    "/bin/probe", *denied)
+    assert r.returncode == 0, r.stderr
+    got = helpers.parse_probe(r.stdout)
+    assert {k: (v["ret"], v["errno"]) for k, v in got.items()} == \
+        {k: (-1, e) for k, e in denied.items()}, r.stdout
+
+
 @pytest.mark.parametrize("content,field", [
     ('{"defaultAction": "SCMP_ACT_EXPLODE", "syscalls": []}', "defaultAction"),
     ('{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [{"names": ["read"], '

@@ -6,7 +6,7 @@ through the native x86_64 ABI (libc's syscall()), through the x32 ABI
 (number | 0x40000000) and through the i386 ABI (``int 0x80`` from a small
 machine-code stub in an executable mmap). Results come back through a pipe.
 
-Errno policy under test (sandbox/seccomp/_compile.py): explicit denials
+Errno policy under test (sandbox/seccomp/_compile.py, docs/seccomp.md): explicit denials
 EPERM; unmentioned, newer and deliberately hidden calls (clone3, io_uring)
 ENOSYS; with other_abis="kill", any i386 or x32 call kills the process
 with SIGSYS.
@@ -371,3 +371,73 @@ def test_strict_refuses_escape_syscall_with_eperm(attack):
     nr, _, _, args = ATTACKS[attack]
     status, ret = _in_child(_strict(), lambda: _syscall(nr, *args))
     assert (status, ret) == (0, -errno.EPERM)
+
+
+# --- errno semantics against runc (issue 13, item 6) --------------------------------
+# runc answers a syscall newer than the profile (a number above the highest
+# one the profile names, per ABI) with ENOSYS so that glibc falls back, and
+# gives SCMP_ACT_ERRNO without an errno EPERM. Docker's own profiles, loaded
+# as a user would point a profile at them.
+
+CORPUS = Path(os.environ.get("SANDBOX_CORPUS", "/work/shared/corpus")) / "seccomp"
+UNALLOCATED = 1000          # no ABI has a syscall numbered this high
+CLONE3, IO_URING_SETUP = 435, 425
+
+
+def _docker(rel: str, abis: str = "same") -> bytes:
+    p = CORPUS / rel
+    if not p.exists():
+        pytest.skip(f"seccomp corpus file {p} is absent")
+    key = (rel, abis)
+    if key not in _CACHE:
+        _CACHE[key] = compile_filter(str(p), capabilities=DOCKER_DEFAULT, other_abis=abis).bpf
+    return _CACHE[key]
+
+
+CURRENT = "moby-profiles-v0.2.3-current/default.json"      # "defaultErrnoRet": 1
+OLD = "moby-2016-06-bdf01cf5/default.json"                  # no defaultErrnoRet
+
+
+def test_docker_current_profile_unknown_syscall_number_gets_enosys_as_in_runc():
+    def probe():
+        return _syscall(UNALLOCATED), _syscall(X32 | UNALLOCATED)
+    assert _in_child(_docker(CURRENT), probe) == (0, (-errno.ENOSYS, -errno.ENOSYS))
+
+
+def test_docker_current_profile_unknown_i386_syscall_number_gets_enosys():
+    if not _ia32_available():
+        pytest.skip("this kernel has no IA-32 emulation")
+    assert _in_child(_docker(CURRENT), lambda: _int80(UNALLOCATED)) == (0, -errno.ENOSYS)
+
+
+@pytest.mark.parametrize("rel", [CURRENT, OLD])
+@pytest.mark.parametrize("attack", ["mount", "unshare_newuser", "keyctl"])
+def test_docker_profile_known_denied_syscall_gets_eperm_as_in_docker(rel, attack):
+    nr, x32, _, args = ATTACKS[attack]
+    def probe():
+        return _syscall(nr, *args), _syscall(X32 | x32, *args)
+    assert _in_child(_docker(rel), probe) == (0, (-errno.EPERM, -errno.EPERM))
+
+
+def test_docker_2016_profile_syscalls_newer_than_it_get_enosys():
+    # clone3 and io_uring came after the 2016 profile: glibc must fall back.
+    def probe():
+        return _syscall(CLONE3, 0, 0), _syscall(IO_URING_SETUP, 0, 0)
+    assert _in_child(_docker(OLD), probe) == (0, (-errno.ENOSYS, -errno.ENOSYS))
+
+
+def test_docker_profile_kill_mode_x32_numbers_still_kill():
+    # The stub must not answer x32 numbers with ENOSYS when x32 is not in the
+    # filter: they reach the filter's bad-architecture action.
+    status, _ = _in_child(_docker(CURRENT, "kill"), lambda: _syscall(X32 | UNALLOCATED))
+    assert status == -signal.SIGSYS
+
+
+def test_docker_profile_still_runs_a_python_thread():
+    def probe():
+        import threading
+        t = threading.Thread(target=lambda: None)
+        t.start()
+        t.join()
+        return os.getpid() > 0
+    assert _in_child(_docker(CURRENT), probe) == (0, True)

@@ -247,13 +247,15 @@ def test_unknown_syscall_names_are_skipped(tmp_path):
     assert "read" not in c.skipped and c.rules >= 1
 
 
-def test_errno_policy_unmentioned_enosys_explicit_eperm(tmp_path):
+def test_errno_policy_bare_errno_is_eperm_as_in_runc(tmp_path):
+    # runc: SCMP_ACT_ERRNO without an errno is EPERM, default or rule alike;
+    # syscalls newer than the profile get ENOSYS from the stub (issue 13).
     doc = _profile({"names": ["mount"], "action": "SCMP_ACT_ERRNO"})
     c = compile_filter(_write(tmp_path, doc), capabilities=frozenset())
-    assert c.default_action == "errno:ENOSYS"
+    assert c.default_action == "errno:EPERM"
     pfc = _pfc(tmp_path, doc, other_abis="kill")
-    assert "action ERRNO(1);" in pfc.split('syscall "mount"')[1]
-    assert pfc.split("# default action")[1].split(";")[0].strip() == "action ERRNO(38)"
+    assert 'syscall "mount"' not in pfc          # same as the default: dropped, as runc does
+    assert pfc.split("# default action")[1].split(";")[0].strip() == "action ERRNO(1)"
 
 
 def test_profile_default_errno_is_kept(tmp_path):
@@ -263,7 +265,7 @@ def test_profile_default_errno_is_kept(tmp_path):
 
 
 @pytest.mark.parametrize("override, shown", [
-    ("SCMP_ACT_ERRNO", "errno:ENOSYS"), ("errno:ENOSYS", "errno:ENOSYS"),
+    ("SCMP_ACT_ERRNO", "errno:EPERM"), ("errno:ENOSYS", "errno:ENOSYS"),
     ("errno:EPERM", "errno:EPERM"), ("errno:13", "errno:EACCES"), ("kill", "kill_process"),
     ("allow", "allow"), ("log", "log"), ("SCMP_ACT_KILL_THREAD", "kill_thread"),
 ])
