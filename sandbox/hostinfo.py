@@ -101,7 +101,7 @@ def user_namespaces() -> dict:
 
 def collect() -> dict:
     """Everything above as one JSON-ready dict."""
-    from sandbox.runtime._landlock import landlock_abi
+    from sandbox.runtime.landlock import landlock_abi
     from sandbox.seccomp import libseccomp_version
     import platform
     u = os.uname()

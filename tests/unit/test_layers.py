@@ -30,14 +30,16 @@ LAYERS = {
     "safefs": 1,
     "profile": 1,
     "runtime": 2,
-    "seccomp": 3, "labels": 3, "net": 3, "audit": 3,
-    "trust": 4,
-    "image": 5,
-    "lifecycle": 6,
-    "launch": 7,
-    "api": 8,
-    "cli": 9,
-    "__main__": 10, "__init__": 10,
+    "seccomp": 3, "labels": 3, "net": 3,
+    "audit": 4,                 # reports judge profiles' seccomp filters
+    "trust": 5,
+    "image": 6,
+    "lifecycle": 7,
+    "launch": 8,
+    "hostinfo": 8,              # `sandbox version --verbose`: reads every layer below
+    "api": 9,
+    "cli": 10,
+    "__main__": 11, "__init__": 11,
 }
 
 #: what the executor (DESIGN §11) must never import, whatever the table says
