@@ -12,10 +12,12 @@ Three processes, as nsenter(1) does it, plus the payload's confinement:
       mnt, pid, net, uts, ipc, cgroup), fchdir(root fd) + chroot("."), and
       forks E2 (a pid namespace applies to children only). E1 is not in the
       sandbox's pid namespace: nothing inside can even name it.
-  E2  closes every fd above 2, then the payload's steps 13-20: setsid, workdir,
-      capabilities and ids (`child._drop_capabilities`), no_new_privs, the same
-      Landlock rules, the same seccomp BPF (from ``confine.json``, written by
-      the supervisor, mode 0600), execve with the payload's environment.
+  E2  closes every fd above 2, then the payload's own confinement steps
+      (`runtime.steps.build_confinement`, performed by
+      `runtime.child.apply_confinement`: setsid, workdir, capabilities, ids,
+      no_new_privs, the same Landlock rules, the exec label where SELinux is
+      active, the same seccomp BPF from ``confine.json``, written by the
+      supervisor, mode 0600), execve with the payload's environment.
 
 After execve E2 is an ordinary process of the sandbox in a Landlock domain
 of its own: the payload (in another domain) cannot ptrace it nor read its
@@ -29,6 +31,7 @@ import base64
 import json
 import os
 import signal
+from types import SimpleNamespace
 
 from ..errors import CommandNotExecutable, CommandNotFound, SandboxError, SetupError
 from ..runtime import state as st
@@ -51,15 +54,16 @@ def enter(paths, rec: dict, argv: list[str]) -> int:
     import prctl  # noqa: F401
     from ..runtime import _kernel as k
     from ..runtime import _landlock  # noqa: F401
-    from ..runtime.child import _drop_capabilities  # noqa: F401
+    from ..runtime import child  # noqa: F401
     from ..capabilities import last_cap
     last_cap()
+    steps = build_enter_steps(conf, argv)   # pure, before any fork
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
         try:
             os.close(r)
-            _e1(rec, conf, argv, w, k)
+            _e1(rec, conf, steps, w, k)
         except BaseException as e:  # noqa: BLE001
             try:
                 os.write(w, json.dumps({"message": getattr(e, "message", None) or str(e),
@@ -89,11 +93,11 @@ def enter(paths, rec: dict, argv: list[str]) -> int:
         except ValueError:
             info = {"message": raw.decode(errors="replace")}
         if info.get("status") == 127:
-            raise CommandNotFound(f"{info.get('message')}: command not found in sandbox "
+            raise CommandNotFound(f"{argv[0]}: command not found in sandbox "
                                   f"{rec['id']}")
         if info.get("status") == 126:
-            raise CommandNotExecutable(f"cannot execute {info.get('message')} in sandbox "
-                                       f"{rec['id']}")
+            raise CommandNotExecutable(f"cannot execute {argv[0]} in sandbox "
+                                       f"{rec['id']}: {info.get('message')}")
         raise SetupError(f"cannot enter sandbox {rec['id']}: {info.get('message')}",
                          step=info.get("step") or "enter")
     code = os.waitstatus_to_exitcode(status)
@@ -114,7 +118,7 @@ class _Step(Exception):
         self.message = str(self)
 
 
-def _e1(rec: dict, conf: dict, argv: list[str], err_w: int, k) -> None:
+def _e1(rec: dict, conf: dict, steps: tuple, err_w: int, k) -> None:
     """E1: never returns."""
     step = "non-dumpable"
     try:
@@ -154,7 +158,7 @@ def _e1(rec: dict, conf: dict, argv: list[str], err_w: int, k) -> None:
         raise _Step(step, e) from None
     if pid == 0:
         try:
-            _e2(conf, argv, err_w, k)
+            _e2(conf, steps, err_w, k)
         except BaseException as e:  # noqa: BLE001
             try:
                 os.write(err_w, json.dumps({"message": str(e),
@@ -184,50 +188,58 @@ def _open_ns(pid: int, conf: dict, k):
         raise
 
 
-def _e2(conf: dict, argv: list[str], err_w: int, k) -> None:
-    """E2, inside every namespace: the payload's confinement, then execve."""
-    from ..runtime.child import FORWARDED_SIGNALS, _drop_capabilities
-    step = "close fds"
+def build_enter_steps(conf: dict, argv: list[str]) -> tuple:
+    """The payload's confinement steps (`runtime.steps`) for ``argv``, from
+    the supervisor's confinement record: the same values, so the same
+    functions perform them (confinement exists once). Pure."""
+    from ..runtime._landlock import LandlockRule
+    from ..runtime.plan import SeccompPlan
+    from ..runtime.steps import build_confinement
+    bpf = base64.b64decode(conf["seccomp"]) if conf.get("seccomp") else None
+    fields = {
+        "workdir": conf["workdir"], "capabilities": tuple(conf["capabilities"]),
+        "uid": conf["uid"], "gid": conf["gid"], "no_new_privs": conf["no_new_privs"],
+        "landlock_abi": conf.get("landlock_abi") or 0,
+        "landlock": tuple(LandlockRule(r["path"], r["access"], tuple(r.get("excludes") or ()))
+                          for r in conf.get("landlock") or ()),
+        "exec_label": conf.get("exec_label"),
+        "seccomp": SeccompPlan(bpf, "", "confine.json", "", (), len(bpf) // 8)
+        if bpf is not None else None,
+        "argv": tuple(argv), "env": tuple((kk, v) for kk, v in conf["env"]),
+        # only whether setgroups is allowed matters to the ids step
+        "idmap": None if conf["may_setgroups"] else _DENY_SETGROUPS,
+    }
+    return build_confinement(SimpleNamespace(**fields))
+
+
+_DENY_SETGROUPS = SimpleNamespace(deny_setgroups=True)
+
+
+def _e2(conf: dict, steps: tuple, err_w: int, k) -> None:
+    """E2, inside every namespace: the payload's confinement steps, with
+    the same functions as the payload (`child.apply_confinement`), then
+    execve. Never returns."""
+    from ..runtime.child import CONFINEMENT_TABLE, FORWARDED_SIGNALS, apply_confinement
     try:
         k.close_range(3, err_w - 1)
         k.close_range(err_w + 1)
         for s in FORWARDED_SIGNALS + (signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(s, signal.SIG_DFL)
-        step = "setsid"
-        os.setsid()
-        step = f"chdir {conf['workdir']}"
-        os.chdir(conf["workdir"])
-        step = "drop capabilities"
-        _drop_capabilities(frozenset(conf["capabilities"]), conf["uid"], conf["gid"],
-                           conf["may_setgroups"])
-        if conf["no_new_privs"]:
-            step = "no_new_privs"
-            k.prctl(k.PR_SET_NO_NEW_PRIVS, 1)
-        if conf.get("landlock_abi") and conf.get("landlock"):
-            step = "landlock"
-            from ..runtime._landlock import LandlockRule, apply_landlock
-            apply_landlock([LandlockRule(r["path"], r["access"], tuple(r.get("excludes") or ()))
-                            for r in conf["landlock"]])
-        step = "non-dumpable"
-        k.prctl(k.PR_SET_DUMPABLE, 0)       # again: the id change may have reset it
-        if conf.get("seccomp"):
-            step = "seccomp"
-            k.seccomp_set_filter(base64.b64decode(conf["seccomp"]))
     except BaseException as e:  # noqa: BLE001
-        raise _Step(step, e) from None
-    env = {kk: v for kk, v in conf["env"]}
-    pause = os.environ.get("SANDBOX_TEST_ENTER_PAUSE")
-    if pause:           # TEST HOOK: hold, confined, just before execve (tests probe it)
-        import time
-        time.sleep(float(pause))
-    try:
-        os.execvpe(argv[0], argv, env)
-    except OSError as e:
-        status = 127 if isinstance(e, (FileNotFoundError, NotADirectoryError)) else 126
-        msg = json.dumps({"message": f"{argv[0]}: {e.strerror}", "step": "execve",
-                          "status": status}).encode()
-        try:
-            os.write(err_w, msg)
-        except OSError:
-            pass
-        os._exit(status)
+        raise _Step("close fds", e) from None
+
+    def seccomp(step):
+        k.prctl(k.PR_SET_DUMPABLE, 0)       # again: the id change may have reset it
+        CONFINEMENT_TABLE["seccomp"](step)
+
+    def before_exec():
+        pause = os.environ.get("SANDBOX_TEST_ENTER_PAUSE")
+        if pause:       # TEST HOOK: hold, confined, just before execve (tests probe it)
+            import time
+            time.sleep(float(pause))
+    table = dict(CONFINEMENT_TABLE, seccomp=seccomp)
+    if not conf.get("seccomp"):
+        # no filter: still not dumpable before execve
+        table["execve"] = lambda st: (k.prctl(k.PR_SET_DUMPABLE, 0),
+                                      CONFINEMENT_TABLE["execve"](st))
+    apply_confinement(steps, err_w, table=table, before_exec=before_exec)

@@ -12,10 +12,13 @@ Three processes run here (P is the supervisor, `spawn`):
       from the plan's mount steps, (10) pivot_root, (11) hostname, rlimits,
       (12) closes every fd above 2 but the error pipe, then forks C3 and
       reaps until C3 exits, forwarding signals to it.
-  C3  the payload. (13) new session (TIOCSTI cannot reach the caller's
-      terminal), (14) workdir, (15) capabilities: bounding, ambient,
-      inheritable, permitted, effective, (16) uid/gid, (17) no_new_privs,
-      (18) Landlock, (19) the seccomp filter, last, then (20) execve.
+  C3  the payload. Walks the plan's confinement steps (`steps`,
+      `CONFINEMENT_KINDS`) in order: (13) new session (TIOCSTI cannot
+      reach the caller's terminal), (14) workdir, (15) capabilities:
+      bounding, ambient, (16) uid/gid, then inheritable, permitted,
+      effective, (17) no_new_privs, (18) Landlock, the SELinux exec label
+      where active, (19) the seccomp filter, last, then (20) execve.
+      `enter` performs the same steps with the same functions.
 
 Any failure before execve is written to the error pipe as one JSON line
 naming the step, and the process exits 125 (126/127 for execve). The error
@@ -45,6 +48,7 @@ import prctl
 from . import _kernel as k
 from ..capabilities import CAPABILITIES, last_cap
 from .plan import LaunchPlan, MountOp
+from .steps import CONFINEMENT_KINDS, Capabilities, SetIds
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                      signal.SIGUSR1, signal.SIGUSR2)
@@ -253,7 +257,8 @@ def _reap(plan: LaunchPlan, payload_pid: int) -> None:
 # -------------------------------------------------------------- C3: step 13-20
 
 def payload(plan: LaunchPlan, err_w: int, resume_r: int | None = None) -> None:
-    """Body of C3: finish confinement and execve. Never returns.
+    """Body of C3: the plan's confinement steps (13-20), in the tuple's
+    order, then execve. Never returns.
 
     With ``resume_r``, the fully confined process says "S" on the error
     pipe and waits for the supervisor to read its state from /proc before
@@ -261,44 +266,136 @@ def payload(plan: LaunchPlan, err_w: int, resume_r: int | None = None) -> None:
     (no_new_privs keeps execve from adding anything), and a payload that
     exits at once can no longer race the read-back.
     """
-    step = "start"
+    for s in FORWARDED_SIGNALS + (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(s, signal.SIG_DFL)  # Python ignores SIGPIPE; execve keeps SIG_IGN
+    steps = [s for s in plan.steps if s.kind in CONFINEMENT_KINDS]
+
+    def readback():
+        os.write(err_w, b"S\n")
+        if os.read(resume_r, 1) != b"X":
+            os._exit(125)                            # the supervisor is gone
+        os.close(resume_r)
+
+    apply_confinement(steps, err_w, before_exec=readback if resume_r is not None else None)
+
+
+# ------------------------------------------------- the confinement steps
+
+def _apply_setsid(_step) -> None:
+    os.setsid()
+
+
+def _apply_chdir(step) -> None:
+    os.chdir(step.workdir)
+
+
+def _apply_capabilities(step) -> None:
+    """Bounding set first: dropping needs CAP_SETPCAP, which the payload
+    may not keep; ambient cleared (inheritable goes with the ids step)."""
+    keep = {CAPABILITIES[c] for c in step.keep}
+    for n in range(last_cap() + 1):
+        if n not in keep:
+            prctl.capbset_drop(n)
+    k.clear_ambient_caps()
+
+
+def _apply_ids(step, keep: frozenset[str] = frozenset()) -> None:
+    """setgroups, setresgid, setresuid, then permitted/effective/inheritable.
+    A non-zero uid loses permitted and effective capabilities at
+    setresuid, as Docker does for non-root users."""
+    if step.setgroups:
+        os.setgroups([])
+    os.setresgid(step.gid, step.gid, step.gid)
+    os.setresuid(step.uid, step.uid, step.uid)
+    everything = list(range(last_cap() + 1))
+    if step.uid == 0:
+        nums = {CAPABILITIES[c] for c in keep}
+        prctl.set_caps((sorted(nums), [prctl.CAP_EFFECTIVE, prctl.CAP_PERMITTED], True),
+                       ([n for n in everything if n not in nums],
+                        [prctl.CAP_EFFECTIVE, prctl.CAP_PERMITTED], False),
+                       (everything, [prctl.CAP_INHERITABLE], False))
+    else:
+        prctl.set_caps((everything, [prctl.CAP_EFFECTIVE, prctl.CAP_PERMITTED,
+                                     prctl.CAP_INHERITABLE], False))
+
+
+def _apply_no_new_privs(_step) -> None:
+    k.prctl(k.PR_SET_NO_NEW_PRIVS, 1)
+
+
+def _apply_landlock(step) -> None:
+    from ._landlock import apply_landlock
+    apply_landlock(step.rules)
+
+
+def _apply_exec_label(step) -> None:
+    # before seccomp (which may forbid the write); the kernel refuses a
+    # context the policy does not know: fail closed
+    fd = os.open("/proc/thread-self/attr/exec", os.O_WRONLY | os.O_CLOEXEC)
     try:
-        for s in FORWARDED_SIGNALS + (signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(s, signal.SIG_DFL)  # Python ignores SIGPIPE; execve keeps SIG_IGN
-        step = "setsid"
-        os.setsid()                                  # 13
-        step = f"chdir {plan.workdir}"               # 14
-        os.chdir(plan.workdir)
-        step = "drop capabilities"                   # 15
-        _drop_capabilities(frozenset(plan.capabilities), plan.uid, plan.gid,
-                           plan.idmap is None or not plan.idmap.deny_setgroups)  # 16
-        if plan.no_new_privs:                        # 17
-            step = "no_new_privs"
-            k.prctl(k.PR_SET_NO_NEW_PRIVS, 1)
-        if plan.landlock_abi and plan.landlock:      # 18
-            step = "landlock"
-            from ._landlock import apply_landlock
-            apply_landlock(plan.landlock)
-        if plan.seccomp is not None:                 # 19
-            step = "seccomp"
-            k.seccomp_set_filter(plan.seccomp.bpf)
-        if resume_r is not None:
-            step = "read-back handshake"
-            os.write(err_w, b"S\n")
-            if os.read(resume_r, 1) != b"X":
-                os._exit(125)                        # the supervisor is gone
-            os.close(resume_r)
-    except BaseException as e:  # noqa: BLE001
-        _report(err_w, step, e)
-    env = dict(plan.env)
-    try:                                             # 20
-        os.execvpe(plan.argv[0], list(plan.argv), env)
-    except FileNotFoundError as e:
-        _report(err_w, "execve", e, 127)
-    except NotADirectoryError as e:
-        _report(err_w, "execve", e, 127)
-    except OSError as e:
-        _report(err_w, "execve", e, 126)
+        os.write(fd, step.context.encode("ascii"))
+    finally:
+        os.close(fd)
+
+
+def _apply_seccomp(step) -> None:
+    k.seccomp_set_filter(step.filter.bpf)
+
+
+def _apply_execve(step) -> None:
+    os.execvpe(step.argv[0], list(step.argv), dict(step.env))
+
+
+#: kind -> function performing it; a recording double replaces it in tests.
+CONFINEMENT_TABLE = {
+    "setsid": _apply_setsid, "chdir": _apply_chdir, "capabilities": _apply_capabilities,
+    "ids": _apply_ids, "no_new_privs": _apply_no_new_privs, "landlock": _apply_landlock,
+    "exec_label": _apply_exec_label, "seccomp": _apply_seccomp, "execve": _apply_execve,
+}
+
+
+def step_name(step) -> str:
+    """The name errors give a step: its kind, with the path for chdir."""
+    return f"chdir {step.workdir}" if step.kind == "chdir" else step.kind
+
+
+def perform_confinement(steps, table=None, before_exec=None) -> None:
+    """Perform ``steps`` (setsid .. execve) in order with ``table``'s
+    functions; `StepError` names the failing one. The ids step also needs
+    the capability set to keep, taken from the capabilities step."""
+    table = CONFINEMENT_TABLE if table is None else table
+    keep: frozenset[str] = frozenset()
+    for s in steps:
+        if s.kind not in table:             # fail closed: never skip a protection
+            raise StepError(s.kind, OSError(_errno.EINVAL, f"unknown step {s.kind!r}"))
+        if s.kind == "capabilities":
+            keep = frozenset(s.keep)
+        if s.kind == "execve" and before_exec is not None:
+            try:
+                before_exec()
+            except OSError as e:
+                raise StepError("read-back handshake", e) from None
+        try:
+            if s.kind == "ids":
+                table[s.kind](s, keep)
+            else:
+                table[s.kind](s)
+        except BaseException as e:  # noqa: BLE001 - reported as data
+            raise StepError(step_name(s), e) from None
+
+
+def apply_confinement(steps, err_w: int, *, table=None, before_exec=None) -> None:
+    """Perform the confinement steps and execve; on failure report on
+    ``err_w`` (execve: 127 not found, 126 not executable; else 125).
+    Never returns."""
+    try:
+        perform_confinement(steps, table, before_exec)
+    except StepError as e:
+        if e.step == "execve":
+            nf = isinstance(e.err, (FileNotFoundError, NotADirectoryError))
+            _report(err_w, "execve", e.err, 127 if nf else 126)
+        _report(err_w, e.step, e.err)
+    os._exit(125)       # a table whose execve returned
 
 
 def _close_all_but(*keep: int | None) -> None:
@@ -312,29 +409,10 @@ def _close_all_but(*keep: int | None) -> None:
 
 def _drop_capabilities(keep: frozenset[str], uid: int = 0, gid: int = 0,
                        may_setgroups: bool = True) -> None:
-    """Bounding set, then ids, then permitted/effective/inheritable; ambient cleared.
-
-    The bounding set goes first because dropping needs CAP_SETPCAP, which
-    the payload may not keep. A non-zero uid loses permitted and effective
-    capabilities at setresuid, as Docker does for non-root users.
-    """
-    keep_nums = {CAPABILITIES[c] for c in keep}
-    for n in range(last_cap() + 1):
-        if n not in keep_nums:
-            prctl.capbset_drop(n)
-    k.clear_ambient_caps()
-    if may_setgroups:
-        os.setgroups([])
-    os.setresgid(gid, gid, gid)
-    os.setresuid(uid, uid, uid)
-    drop = [n for n in range(last_cap() + 1) if n not in keep_nums]
-    if uid == 0:
-        prctl.set_caps((sorted(keep_nums), [prctl.CAP_EFFECTIVE, prctl.CAP_PERMITTED], True),
-                       (drop, [prctl.CAP_EFFECTIVE, prctl.CAP_PERMITTED], False),
-                       (list(range(last_cap() + 1)), [prctl.CAP_INHERITABLE], False))
-    else:
-        prctl.set_caps((list(range(last_cap() + 1)),
-                        [prctl.CAP_EFFECTIVE, prctl.CAP_PERMITTED, prctl.CAP_INHERITABLE], False))
+    """PID 1's drop: the capabilities and ids steps with nothing kept."""
+    caps = Capabilities(tuple(sorted(keep)))
+    _apply_capabilities(caps)
+    _apply_ids(SetIds(uid, gid, may_setgroups), keep)
 
 
 def _loopback_up() -> None:
