@@ -10,7 +10,10 @@
  *
  * Usage:
  *   sandbox-exec --plan-fd N [--error-fd N] [--sync RESUME_FD] [--trace FD]
- *   sandbox-exec --check [--plan-fd N]      parse only (default fd 0)
+ *                [--test-pause-ms MS]
+ *   sandbox-exec --check [--plan-fd N] [--trace FD]
+ *                parse only (default fd 0); with --trace, the dry run: the
+ *                steps it would perform, one line each, performing none
  *
  * Wire format (all integers little-endian):
  *   header  "SBXE" u16 wire_version(=1) u16 reserved(=0) u32 nsteps
@@ -28,6 +31,10 @@
  *              nrules x (s path, u mask, u common, u nexcl, nexcl x s))
  *   7 exec_label(s)   8 seccomp(b bpf)   9 execve(u argc, argc x s,
  *              u envc, envc x s)
+ * and, for `enter`, before all of them (ranked first, see op_rank):
+ *   10 setns(u n, n x (u fd, u nstype))   11 chroot(u fd)   12 fork
+ *   (the parent forwards INT/TERM/HUP/QUIT, waits and exits with the
+ *   child's status, 128+N after signal N; the child goes on)
  *
  * Errors: one JSON line {"step", "errno", "message", "status"} on the error
  * fd (the form `runtime.child` writes), then exit 125; execve: 127 when the
@@ -47,7 +54,11 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <signal.h>
+#include <sched.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
@@ -60,11 +71,20 @@
 #define MAX_BPF_INSNS 4096
 
 enum { OP_SETSID = 1, OP_CHDIR, OP_CAPS, OP_IDS, OP_NNP, OP_LANDLOCK, OP_EXEC_LABEL,
-       OP_SECCOMP, OP_EXECVE, OP_MAX };
+       OP_SECCOMP, OP_EXECVE, OP_SETNS, OP_CHROOT, OP_FORK, OP_MAX };
 
 static const char *const op_names[OP_MAX] = {
     "?", "setsid", "chdir", "capabilities", "ids", "no_new_privs", "landlock",
-    "exec_label", "seccomp", "execve"};
+    "exec_label", "seccomp", "execve", "setns", "chroot", "fork"};
+
+/* The only order steps may come in (opcodes are numbered as they were
+ * added, ranks say where each runs). */
+static const unsigned op_rank[OP_MAX] = {
+    [OP_SETNS] = 1, [OP_CHROOT] = 2, [OP_FORK] = 3, [OP_SETSID] = 4, [OP_CHDIR] = 5,
+    [OP_CAPS] = 6, [OP_IDS] = 7, [OP_NNP] = 8, [OP_LANDLOCK] = 9, [OP_EXEC_LABEL] = 10,
+    [OP_SECCOMP] = 11, [OP_EXECVE] = 12};
+
+#define MAX_NS 16
 
 struct step {
     unsigned op;
@@ -253,6 +273,7 @@ struct plan {
     struct rule *rules;
     char *exec_label;
     struct sock_filter *bpf;
+    uint64_t nns, ns_fd[MAX_NS], ns_type[MAX_NS], root_fd;
     unsigned short bpf_len;
     char **argv, **envp;
 };
@@ -328,6 +349,25 @@ static void parse_step(struct plan *pl, struct step *st)
     case OP_EXEC_LABEL:
         pl->exec_label = get_s(&c, name);
         break;
+    case OP_SETNS:
+        pl->nns = get_u(&c, name);
+        if (pl->nns == 0 || pl->nns > MAX_NS)
+            PLAN_ERROR("setns: %llu namespaces (1..%d)", (unsigned long long)pl->nns, MAX_NS);
+        for (uint64_t i = 0; i < pl->nns; i++) {
+            pl->ns_fd[i] = get_u(&c, name);
+            pl->ns_type[i] = get_u(&c, name);
+            if (pl->ns_fd[i] > INT_MAX || (pl->ns_type[i] & ~0x7e020000ULL) || !pl->ns_type[i])
+                PLAN_ERROR("setns: fd %llu or namespace type %#llx out of range",
+                           (unsigned long long)pl->ns_fd[i], (unsigned long long)pl->ns_type[i]);
+        }
+        break;
+    case OP_CHROOT:
+        pl->root_fd = get_u(&c, name);
+        if (pl->root_fd > INT_MAX)
+            PLAN_ERROR("chroot: fd out of range");
+        break;
+    case OP_FORK:
+        break;
     case OP_SECCOMP: {
         const uint8_t *b = get_raw(&c, 'b', &len, name);
         if (len == 0 || len % sizeof(struct sock_filter) || len / 8 > MAX_BPF_INSNS)
@@ -382,7 +422,7 @@ static void parse_plan(struct plan *pl, const uint8_t *buf, size_t len)
             PLAN_ERROR("step %llu: unknown step kind %u (a newer plan? reinstall sandbox)",
                        (unsigned long long)i + 1, st->op);
         /* the order is the security property: never backwards, once each */
-        if (st->op <= last)
+        if (op_rank[st->op] <= op_rank[last])
             PLAN_ERROR("step %llu: %s after %s", (unsigned long long)i + 1, op_names[st->op],
                        op_names[last]);
         last = st->op;
@@ -570,6 +610,38 @@ static void step_seccomp(const struct plan *pl)
         fail("seccomp", errno, 125, "load %u instructions: %s", pl->bpf_len, strerror(errno));
 }
 
+static volatile pid_t forward_to;
+
+static void forward(int sig)
+{
+    if (forward_to > 0)
+        kill(forward_to, sig);
+}
+
+/* fork: a pid namespace joined by setns applies to children only. The
+ * parent stays outside it, forwards signals and exits like the child. */
+static void step_fork(void)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        fail("fork", errno, 125, "%s", strerror(errno));
+    if (pid == 0)
+        return;
+    close(err_fd);          /* the caller reads EOF when the child execs */
+    forward_to = pid;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = forward;
+    int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+        sigaction(sigs[i], &sa, NULL);
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            _exit(125);
+    _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+}
+
 static void trace(const struct plan *pl, unsigned op)
 {
     char b[512];
@@ -656,7 +728,7 @@ static struct plan the_plan;
 
 int main(int argc, char **argv)
 {
-    int plan_fd = 0, resume_fd = -1;
+    int plan_fd = 0, resume_fd = -1, pause_ms = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--check")) {
             check_only = 1;
@@ -668,26 +740,57 @@ int main(int argc, char **argv)
             resume_fd = parse_fd(argv[++i]);
         } else if (i + 1 < argc && !strcmp(argv[i], "--trace")) {
             trace_fd = parse_fd(argv[++i]);
+        } else if (i + 1 < argc && !strcmp(argv[i], "--test-pause-ms")) {
+            pause_ms = parse_fd(argv[++i]);
         } else {
             fprintf(stderr, "usage: sandbox-exec [--check] [--plan-fd N] [--error-fd N] "
-                            "[--sync RESUME_FD] [--trace FD]\n");
+                            "[--sync RESUME_FD] [--trace FD] [--test-pause-ms MS]\n");
             return 2;
         }
     }
+    /* not dumpable from the start: nothing (in the sandbox, after setns)
+     * may ptrace or read this process before it is confined; the payload's
+     * execve resets it */
+    if (!check_only && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+        fail("start", errno, 125, "not dumpable: %s", strerror(errno));
     size_t len;
     uint8_t *buf = read_plan(plan_fd, &len);
     struct plan *pl = &the_plan;
     parse_plan(pl, buf, len);
     if (check_only) {
+        /* dry mode: with --trace, the steps it would perform, in order */
+        for (unsigned i = 0; i < pl->nsteps; i++)
+            trace(pl, pl->steps[i].op);
         printf("ok: %u steps\n", pl->nsteps);
         return 0;
     }
     if (plan_fd > 2)
         close(plan_fd);
+    /* the supervisor's pipes end at the payload's execve (it reads EOF then) */
+    if (fcntl(err_fd, F_SETFD, FD_CLOEXEC) != 0 || (resume_fd >= 0 &&
+        fcntl(resume_fd, F_SETFD, FD_CLOEXEC) != 0) || (trace_fd >= 0 &&
+        fcntl(trace_fd, F_SETFD, FD_CLOEXEC) != 0))
+        fail("start", errno, 125, "close-on-exec: %s", strerror(errno));
     for (unsigned i = 0; i < pl->nsteps; i++) {
         unsigned op = pl->steps[i].op;
         trace(pl, op);
         switch (op) {
+        case OP_SETNS:
+            for (uint64_t j = 0; j < pl->nns; j++) {
+                if (setns((int)pl->ns_fd[j], (int)pl->ns_type[j]) != 0)
+                    fail("setns", errno, 125, "namespace %#llx: %s",
+                         (unsigned long long)pl->ns_type[j], strerror(errno));
+                close((int)pl->ns_fd[j]);
+            }
+            break;
+        case OP_CHROOT:
+            if (fchdir((int)pl->root_fd) != 0 || chroot(".") != 0 || chdir("/") != 0)
+                fail("chroot", errno, 125, "%s", strerror(errno));
+            close((int)pl->root_fd);
+            break;
+        case OP_FORK:
+            step_fork();
+            break;
         case OP_SETSID:
             if (setsid() < 0)
                 fail("setsid", errno, 125, "%s", strerror(errno));
@@ -724,6 +827,13 @@ int main(int argc, char **argv)
                 if (read(resume_fd, &x, 1) != 1 || x != 'X')
                     _exit(125);             /* the supervisor is gone */
                 close(resume_fd);
+            }
+            if (pause_ms > 0) {
+                /* TEST HOOK (SANDBOX_TEST_ENTER_PAUSE): hold, fully confined,
+                 * just before execve, so a test can probe this process */
+                struct timespec ts = {pause_ms / 1000, (long)(pause_ms % 1000) * 1000000L};
+                while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+                    ;
             }
             exec_command(pl);
         }

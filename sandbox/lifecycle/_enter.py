@@ -3,21 +3,26 @@ its payload is.
 
 Three processes, as nsenter(1) does it, plus the payload's confinement:
 
-  E0  the caller: forks E1 and waits (stays a plain host process, so the
-      library call works from any program).
+  E0  the caller: builds the confinement steps (`build_enter_steps`, pure),
+      forks E1 and waits (stays a plain host process, so the library call
+      works from any program).
   E1  makes itself non-dumpable FIRST (its /proc/<pid>/{exe,fd,mem,environ}
       then need CAP_SYS_PTRACE over the host's user namespace), joins the
       sandbox's cgroups, opens /proc/<pid1>/ns/* and /proc/<pid1>/root while
-      it still is host root, then joins the namespaces (user first, then
-      mnt, pid, net, uts, ipc, cgroup), fchdir(root fd) + chroot("."), and
-      forks E2 (a pid namespace applies to children only). E1 is not in the
-      sandbox's pid namespace: nothing inside can even name it.
-  E2  closes every fd above 2, then the payload's own confinement steps
-      (`runtime.steps.build_confinement`, performed by
-      `runtime.child.apply_confinement`: setsid, workdir, capabilities, ids,
-      no_new_privs, the same Landlock rules, the exec label where SELinux is
-      active, the same seccomp BPF from ``confine.json``, written by the
-      supervisor, mode 0600), execve with the payload's environment.
+      it still is host root, then execs the compiled executor
+      (``sandbox-exec``, the one `run`'s payload uses) with the steps
+      setns (user first, then mnt, pid, net, uts, ipc, cgroup), chroot
+      (fchdir(root fd) + chroot(".")), fork (a pid namespace applies to
+      children only) and the confinement steps. Executed on the host side,
+      its memory belongs to the host's user namespace, and it is not
+      dumpable: nothing in the sandbox can read or trace it. The parent
+      stays outside the sandbox's pid namespace, forwards signals and
+      exits with E2's status.
+  E2  the executor's child, inside every namespace: the payload's own
+      confinement steps (setsid, workdir, capabilities, ids, no_new_privs,
+      the same Landlock rules, the exec label where SELinux is active, the
+      same seccomp BPF from ``confine.json``, written by the supervisor,
+      mode 0600), then execve of the command with the payload's environment.
 
 After execve E2 is an ordinary process of the sandbox in a Landlock domain
 of its own: the payload (in another domain) cannot ptrace it nor read its
@@ -51,13 +56,10 @@ def enter(paths, rec: dict, argv: list[str]) -> int:
     argv = list(argv) or ["/bin/sh"]
     # Everything E1/E2 will need after chroot is imported now: the sandbox's
     # root does not hold this interpreter's libraries.
-    import prctl  # noqa: F401
     from ..runtime import _kernel as k
-    from ..runtime import _landlock  # noqa: F401
     from ..runtime import child  # noqa: F401
-    from ..capabilities import last_cap
-    last_cap()
     steps = build_enter_steps(conf, argv)   # pure, before any fork
+    from ..runtime import spawn, steps as _steps, wire  # noqa: F401 - used in E1
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
@@ -119,7 +121,8 @@ class _Step(Exception):
 
 
 def _e1(rec: dict, conf: dict, steps: tuple, err_w: int, k) -> None:
-    """E1: never returns."""
+    """E1: opens what the sandbox's processes cannot give it, then becomes
+    the executor, which joins and confines. Never returns."""
     step = "non-dumpable"
     try:
         k.prctl(k.PR_SET_DUMPABLE, 0)                # before anything of the sandbox
@@ -143,35 +146,27 @@ def _e1(rec: dict, conf: dict, steps: tuple, err_w: int, k) -> None:
             fds, root_fd = _open_ns(target["pid"], conf, k)
         if not st.same_process(target):             # pid reuse between check and open
             raise OSError(3, "the sandbox's PID 1 has exited")
-        for ns, fd in fds:
-            step = f"setns {ns}"
-            k.setns(fd, k.NAMESPACE_FLAGS[ns])
-            os.close(fd)
-        step = "chroot"
-        os.fchdir(root_fd)
-        os.chroot(".")
-        os.close(root_fd)
-        os.chdir("/")
-        step = "fork"
-        pid = os.fork()
+        step = "start executor"
+        from ..runtime.child import FORWARDED_SIGNALS, close_fds_but, exec_executor
+        from ..runtime.spawn import open_executor_for
+        from ..runtime.steps import ChrootFd, ForkWait, JoinNamespaces
+        # executed here, on the host side, so its memory belongs to the
+        # host's user namespace: nothing in the sandbox can read it
+        executor = open_executor_for(
+            (JoinNamespaces(tuple((fd, k.NAMESPACE_FLAGS[ns]) for ns, fd in fds)),
+             ChrootFd(root_fd), ForkWait()) + tuple(steps))
+        keep = (err_w, root_fd, *executor, *(fd for _, fd in fds))
+        close_fds_but(*keep)
+        for fd in (root_fd, *(fd for _, fd in fds)):
+            os.set_inheritable(fd, True)
+        for s in FORWARDED_SIGNALS + (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(s, signal.SIG_DFL)
     except BaseException as e:  # noqa: BLE001
         raise _Step(step, e) from None
-    if pid == 0:
-        try:
-            _e2(conf, steps, err_w, k)
-        except BaseException as e:  # noqa: BLE001
-            try:
-                os.write(err_w, json.dumps({"message": str(e),
-                                            "step": getattr(e, "step", None)}).encode())
-            except OSError:
-                pass
-        finally:
-            os._exit(125)
-    os.close(err_w)
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-        signal.signal(s, lambda n, _f: _fwd(pid, n))
-    from ..runtime.child import exit_like
-    exit_like(pid)
+    pause = os.environ.get("SANDBOX_TEST_ENTER_PAUSE")
+    # TEST HOOK: the executor holds, confined, just before execve (tests probe it)
+    extra = ("--test-pause-ms", str(int(float(pause) * 1000))) if pause else ()
+    exec_executor(executor, err_w, None, extra)
 
 
 def _open_ns(pid: int, conf: dict, k):
@@ -213,33 +208,3 @@ def build_enter_steps(conf: dict, argv: list[str]) -> tuple:
 
 
 _DENY_SETGROUPS = SimpleNamespace(deny_setgroups=True)
-
-
-def _e2(conf: dict, steps: tuple, err_w: int, k) -> None:
-    """E2, inside every namespace: the payload's confinement steps, with
-    the same functions as the payload (`child.apply_confinement`), then
-    execve. Never returns."""
-    from ..runtime.child import CONFINEMENT_TABLE, FORWARDED_SIGNALS, apply_confinement
-    try:
-        k.close_range(3, err_w - 1)
-        k.close_range(err_w + 1)
-        for s in FORWARDED_SIGNALS + (signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(s, signal.SIG_DFL)
-    except BaseException as e:  # noqa: BLE001
-        raise _Step("close fds", e) from None
-
-    def seccomp(step):
-        k.prctl(k.PR_SET_DUMPABLE, 0)       # again: the id change may have reset it
-        CONFINEMENT_TABLE["seccomp"](step)
-
-    def before_exec():
-        pause = os.environ.get("SANDBOX_TEST_ENTER_PAUSE")
-        if pause:       # TEST HOOK: hold, confined, just before execve (tests probe it)
-            import time
-            time.sleep(float(pause))
-    table = dict(CONFINEMENT_TABLE, seccomp=seccomp)
-    if not conf.get("seccomp"):
-        # no filter: still not dumpable before execve
-        table["execve"] = lambda st: (k.prctl(k.PR_SET_DUMPABLE, 0),
-                                      CONFINEMENT_TABLE["execve"](st))
-    apply_confinement(steps, err_w, table=table, before_exec=before_exec)

@@ -12,16 +12,18 @@ Three processes run here (P is the supervisor, `spawn`):
       from the plan's mount steps, (10) pivot_root, (11) hostname, rlimits,
       (12) closes every fd above 2 but the error pipe, then forks C3 and
       reaps until C3 exits, forwarding signals to it.
-  C3  the payload. Walks the plan's confinement steps (`steps`,
-      `CONFINEMENT_KINDS`) in order: (13) new session (TIOCSTI cannot
-      reach the caller's terminal), (14) workdir, (15) capabilities:
-      bounding, ambient, (16) uid/gid, then inheritable, permitted,
-      effective, (17) no_new_privs, (18) Landlock, the SELinux exec label
-      where active, (19) the seccomp filter, last, then (20) execve.
-      `enter` performs the same steps with the same functions.
+  C3  the payload: execs the compiled executor (``csrc/sandbox-exec.c``)
+      with the plan's confinement steps (`steps`, `CONFINEMENT_KINDS`, on
+      a memfd in the `wire` format), which performs them in order: (13)
+      new session (TIOCSTI cannot reach the caller's terminal), (14)
+      workdir, (15) capabilities: bounding, ambient, (16) uid/gid, then
+      inheritable, permitted, effective, (17) no_new_privs, (18) Landlock,
+      the SELinux exec label where active, (19) the seccomp filter, last,
+      then (20) execve. `enter` runs the same executor.
 
 Any failure before execve is written to the error pipe as one JSON line
-naming the step, and the process exits 125 (126/127 for execve). The error
+naming the step, and the process exits 125 (126/127 for execve); the
+executor writes the same line. The error
 pipe is close-on-exec: P reads EOF exactly when the payload has started.
 
 Setup runs as the sandbox's mapped root: it can only reach host paths that
@@ -48,7 +50,6 @@ import prctl
 from . import _kernel as k
 from ..capabilities import CAPABILITIES, last_cap
 from .plan import LaunchPlan, MountOp
-from .steps import CONFINEMENT_KINDS, Capabilities, SetIds
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                      signal.SIGUSR1, signal.SIGUSR2)
@@ -75,7 +76,8 @@ def _report(errfd: int, step: str, err: BaseException, status: int = 125) -> Non
 # ---------------------------------------------------------------- C: step 1-6
 
 def first_child(plan: LaunchPlan, parent_pid: int, ready_w: int, go_r: int, err_w: int,
-                join_cgroups, layers_sock=None, resume_r: int | None = None) -> None:
+                join_cgroups, layers_sock=None, resume_r: int | None = None,
+                executor: tuple[int, int] | None = None) -> None:
     """Body of C. Never returns."""
     step = "start"
     try:
@@ -133,7 +135,7 @@ def first_child(plan: LaunchPlan, parent_pid: int, ready_w: int, go_r: int, err_
     if pid == 0:
         try:
             os.close(ready_w)
-            pid1(plan, err_w, sources, idmapped, resume_r)
+            pid1(plan, err_w, sources, idmapped, resume_r, executor)
         finally:
             os._exit(125)       # a forked child never returns into the caller
     os.close(err_w)
@@ -177,7 +179,7 @@ def _open_sources(plan: LaunchPlan) -> dict[str, int]:
 
 def pid1(plan: LaunchPlan, err_w: int, sources: dict[str, int],
          idmapped: frozenset[str] | set[str] = frozenset(),
-         resume_r: int | None = None) -> None:
+         resume_r: int | None = None, executor: tuple[int, int] | None = None) -> None:
     """Body of C2: PID 1 of the sandbox. Never returns."""
     step = "start"
     try:
@@ -203,7 +205,7 @@ def pid1(plan: LaunchPlan, err_w: int, sources: dict[str, int],
             step = f"setrlimit {name}"
             resource.setrlimit(getattr(resource, name), (soft, hard))
         step = "close fds"                           # 12
-        _close_all_but(err_w, resume_r)
+        close_fds_but(err_w, resume_r, *(executor or ()))
         step = "fork payload"
         pid = os.fork()
     except StepError as e:
@@ -212,7 +214,7 @@ def pid1(plan: LaunchPlan, err_w: int, sources: dict[str, int],
         _report(err_w, step, e)
     if pid == 0:
         try:
-            payload(plan, err_w, resume_r)
+            payload(plan, err_w, resume_r, executor)
         finally:
             os._exit(125)
     os.close(err_w)
@@ -256,62 +258,67 @@ def _reap(plan: LaunchPlan, payload_pid: int) -> None:
 
 # -------------------------------------------------------------- C3: step 13-20
 
-def payload(plan: LaunchPlan, err_w: int, resume_r: int | None = None) -> None:
-    """Body of C3: the plan's confinement steps (13-20), in the tuple's
-    order, then execve. Never returns.
+def payload(plan: LaunchPlan, err_w: int, resume_r: int | None = None,
+            executor: tuple[int, int] | None = None) -> None:
+    """Body of C3: exec the compiled executor, which performs the plan's
+    confinement steps (13-20) in the tuple's order, then execve. Never
+    returns.
 
-    With ``resume_r``, the fully confined process says "S" on the error
-    pipe and waits for the supervisor to read its state from /proc before
-    execve: the state it reads is exactly the one execve carries over
-    (no_new_privs keeps execve from adding anything), and a payload that
-    exits at once can no longer race the read-back.
+    ``executor``: (O_PATH fd of ``sandbox-exec``, memfd of the wire plan,
+    see `spawn.open_executor`). With ``resume_r``, the fully confined
+    executor says "S" on the error pipe and waits for the supervisor to
+    read its state from /proc before execve: the state it reads is exactly
+    the one execve carries over (no_new_privs keeps execve from adding
+    anything), and a payload that exits at once cannot race the read-back.
     """
     for s in FORWARDED_SIGNALS + (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(s, signal.SIG_DFL)  # Python ignores SIGPIPE; execve keeps SIG_IGN
-    steps = [s for s in plan.steps if s.kind in CONFINEMENT_KINDS]
-
-    def readback():
-        os.write(err_w, b"S\n")
-        if os.read(resume_r, 1) != b"X":
-            os._exit(125)                            # the supervisor is gone
-        os.close(resume_r)
-
-    apply_confinement(steps, err_w, before_exec=readback if resume_r is not None else None)
+    if executor is None:
+        _report(err_w, "start executor", OSError(_errno.ENOENT, "no executor given"))
+    exec_executor(executor, err_w, resume_r)
 
 
-# ------------------------------------------------- the confinement steps
+def exec_executor(executor: tuple[int, int], err_w: int, resume_r: int | None,
+                  extra: tuple[str, ...] = ()) -> None:
+    """Replace this process by ``sandbox-exec`` reading the plan from the
+    memfd; it makes ``err_w`` and ``resume_r`` close-on-exec again before
+    the payload's execve. Never returns."""
+    exe_fd, plan_fd = executor
+    argv = ["sandbox-exec", "--plan-fd", str(plan_fd), "--error-fd", str(err_w)]
+    if resume_r is not None:
+        argv += ["--sync", str(resume_r)]
+    argv += extra
+    try:
+        for fd in (plan_fd, err_w, resume_r):
+            if fd is not None:
+                os.set_inheritable(fd, True)
+        k.execveat(exe_fd, argv, {})
+    except OSError as e:
+        _report(err_w, "start executor", e)
+    os._exit(125)
 
-def _apply_setsid(_step) -> None:
-    os.setsid()
 
+# ------------------------------------------------ PID 1's own drop
 
-def _apply_chdir(step) -> None:
-    os.chdir(step.workdir)
-
-
-def _apply_capabilities(step) -> None:
-    """Bounding set first: dropping needs CAP_SETPCAP, which the payload
-    may not keep; ambient cleared (inheritable goes with the ids step)."""
-    keep = {CAPABILITIES[c] for c in step.keep}
-    for n in range(last_cap() + 1):
-        if n not in keep:
+def _drop_capabilities(keep: frozenset[str], uid: int = 0, gid: int = 0,
+                       may_setgroups: bool = True) -> None:
+    """PID 1 keeps nothing: the bounding set first (dropping needs
+    CAP_SETPCAP), ambient cleared, then the ids, then permitted,
+    effective and inheritable. The payload's own drop is the executor's
+    capabilities and ids steps (``csrc/sandbox-exec.c``)."""
+    keep_nums = {CAPABILITIES[c] for c in keep}
+    everything = list(range(last_cap() + 1))
+    for n in everything:
+        if n not in keep_nums:
             prctl.capbset_drop(n)
     k.clear_ambient_caps()
-
-
-def _apply_ids(step, keep: frozenset[str] = frozenset()) -> None:
-    """setgroups, setresgid, setresuid, then permitted/effective/inheritable.
-    A non-zero uid loses permitted and effective capabilities at
-    setresuid, as Docker does for non-root users."""
-    if step.setgroups:
+    if may_setgroups:
         os.setgroups([])
-    os.setresgid(step.gid, step.gid, step.gid)
-    os.setresuid(step.uid, step.uid, step.uid)
-    everything = list(range(last_cap() + 1))
-    if step.uid == 0:
-        nums = {CAPABILITIES[c] for c in keep}
-        prctl.set_caps((sorted(nums), [prctl.CAP_EFFECTIVE, prctl.CAP_PERMITTED], True),
-                       ([n for n in everything if n not in nums],
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    if uid == 0:
+        prctl.set_caps((sorted(keep_nums), [prctl.CAP_EFFECTIVE, prctl.CAP_PERMITTED], True),
+                       ([n for n in everything if n not in keep_nums],
                         [prctl.CAP_EFFECTIVE, prctl.CAP_PERMITTED], False),
                        (everything, [prctl.CAP_INHERITABLE], False))
     else:
@@ -319,100 +326,14 @@ def _apply_ids(step, keep: frozenset[str] = frozenset()) -> None:
                                      prctl.CAP_INHERITABLE], False))
 
 
-def _apply_no_new_privs(_step) -> None:
-    k.prctl(k.PR_SET_NO_NEW_PRIVS, 1)
-
-
-def _apply_landlock(step) -> None:
-    from ._landlock import apply_landlock
-    apply_landlock(step.rules)
-
-
-def _apply_exec_label(step) -> None:
-    # before seccomp (which may forbid the write); the kernel refuses a
-    # context the policy does not know: fail closed
-    fd = os.open("/proc/thread-self/attr/exec", os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, step.context.encode("ascii"))
-    finally:
-        os.close(fd)
-
-
-def _apply_seccomp(step) -> None:
-    k.seccomp_set_filter(step.filter.bpf)
-
-
-def _apply_execve(step) -> None:
-    os.execvpe(step.argv[0], list(step.argv), dict(step.env))
-
-
-#: kind -> function performing it; a recording double replaces it in tests.
-CONFINEMENT_TABLE = {
-    "setsid": _apply_setsid, "chdir": _apply_chdir, "capabilities": _apply_capabilities,
-    "ids": _apply_ids, "no_new_privs": _apply_no_new_privs, "landlock": _apply_landlock,
-    "exec_label": _apply_exec_label, "seccomp": _apply_seccomp, "execve": _apply_execve,
-}
-
-
-def step_name(step) -> str:
-    """The name errors give a step: its kind, with the path for chdir."""
-    return f"chdir {step.workdir}" if step.kind == "chdir" else step.kind
-
-
-def perform_confinement(steps, table=None, before_exec=None) -> None:
-    """Perform ``steps`` (setsid .. execve) in order with ``table``'s
-    functions; `StepError` names the failing one. The ids step also needs
-    the capability set to keep, taken from the capabilities step."""
-    table = CONFINEMENT_TABLE if table is None else table
-    keep: frozenset[str] = frozenset()
-    for s in steps:
-        if s.kind not in table:             # fail closed: never skip a protection
-            raise StepError(s.kind, OSError(_errno.EINVAL, f"unknown step {s.kind!r}"))
-        if s.kind == "capabilities":
-            keep = frozenset(s.keep)
-        if s.kind == "execve" and before_exec is not None:
-            try:
-                before_exec()
-            except OSError as e:
-                raise StepError("read-back handshake", e) from None
-        try:
-            if s.kind == "ids":
-                table[s.kind](s, keep)
-            else:
-                table[s.kind](s)
-        except BaseException as e:  # noqa: BLE001 - reported as data
-            raise StepError(step_name(s), e) from None
-
-
-def apply_confinement(steps, err_w: int, *, table=None, before_exec=None) -> None:
-    """Perform the confinement steps and execve; on failure report on
-    ``err_w`` (execve: 127 not found, 126 not executable; else 125).
-    Never returns."""
-    try:
-        perform_confinement(steps, table, before_exec)
-    except StepError as e:
-        if e.step == "execve":
-            nf = isinstance(e.err, (FileNotFoundError, NotADirectoryError))
-            _report(err_w, "execve", e.err, 127 if nf else 126)
-        _report(err_w, e.step, e.err)
-    os._exit(125)       # a table whose execve returned
-
-
-def _close_all_but(*keep: int | None) -> None:
+def close_fds_but(*keep: int | None) -> None:
     """Close every fd above 2 except ``keep`` (close-on-exec pipes to P)."""
     first = 3
     for fd in sorted(f for f in keep if f is not None and f >= 3):
-        k.close_range(first, fd - 1)
+        if fd > first:          # neighbours leave nothing between them to close
+            k.close_range(first, fd - 1)
         first = fd + 1
     k.close_range(first)
-
-
-def _drop_capabilities(keep: frozenset[str], uid: int = 0, gid: int = 0,
-                       may_setgroups: bool = True) -> None:
-    """PID 1's drop: the capabilities and ids steps with nothing kept."""
-    caps = Capabilities(tuple(sorted(keep)))
-    _apply_capabilities(caps)
-    _apply_ids(SetIds(uid, gid, may_setgroups), keep)
 
 
 def _loopback_up() -> None:

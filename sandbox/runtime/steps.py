@@ -312,11 +312,51 @@ class Execve(NamedTuple):
         return {"kind": self.kind, "argv": list(self.argv), "env": dict(self.env)}
 
 
+class JoinNamespaces(NamedTuple):
+    """`enter`: setns(2) each open namespace fd, user first. ``fds``:
+    (fd, CLONE_NEW* flag) pairs, open in the calling process."""
+
+    fds: tuple[tuple[int, int], ...]
+    kind: str = "setns"
+
+    def describe(self) -> str:
+        return f"setns into {len(self.fds)} namespaces"
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "count": len(self.fds)}
+
+
+class ChrootFd(NamedTuple):
+    """`enter`: fchdir to the sandbox's root (an open fd), chroot there."""
+
+    fd: int
+    kind: str = "chroot"
+
+    def describe(self) -> str:
+        return "chroot into the sandbox's root"
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind}
+
+
+class ForkWait(NamedTuple):
+    """`enter`: fork (a joined pid namespace applies to children only); the
+    parent forwards signals and exits with the child's status."""
+
+    kind: str = "fork"
+
+    def describe(self) -> str:
+        return "fork; the parent waits"
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind}
+
+
 #: Every step kind, by name (tests and the wire format check against it).
 STEP_KINDS = {c._field_defaults["kind"]: c for c in (
     JoinCgroups, Unshare, IdMaps, Network, RuntimeTmpfs, Mount, PivotRoot, Hostname,
     Rlimit, CloseFds, Setsid, Chdir, Capabilities, SetIds, NoNewPrivs, Landlock,
-    ExecLabel, Seccomp, Execve)}
+    ExecLabel, Seccomp, Execve, JoinNamespaces, ChrootFd, ForkWait)}
 
 #: The payload's confinement, in the only order it may run (`enter` runs
 #: the same ones after setns).

@@ -23,9 +23,11 @@ from ..capabilities import CAPABILITIES
 WIRE_VERSION = 1
 MAGIC = b"SBXE"
 
-#: step kind -> opcode; the opcodes increase in the only order allowed.
+#: step kind -> opcode (numbered as added; the executor's ``op_rank``
+#: holds the order: setns, chroot, fork, then setsid .. execve).
 OPCODES = {"setsid": 1, "chdir": 2, "capabilities": 3, "ids": 4, "no_new_privs": 5,
-           "landlock": 6, "exec_label": 7, "seccomp": 8, "execve": 9}
+           "landlock": 6, "exec_label": 7, "seccomp": 8, "execve": 9,
+           "setns": 10, "chroot": 11, "fork": 12}
 
 
 class WireError(ValueError):
@@ -69,8 +71,12 @@ def _landlock_fields(step) -> bytes:
 
 def _fields(step) -> bytes:
     k = step.kind
-    if k in ("setsid", "no_new_privs"):
+    if k in ("setsid", "no_new_privs", "fork"):
         return b""
+    if k == "setns":
+        return b"".join([_u(len(step.fds))] + [_u(fd) + _u(t) for fd, t in step.fds])
+    if k == "chroot":
+        return _u(step.fd)
     if k == "chdir":
         return _s(step.workdir)
     if k == "capabilities":

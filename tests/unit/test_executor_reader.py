@@ -183,3 +183,66 @@ def test_mutated_plans_under_address_sanitizer(wire, asan_exe, data):
     cut = data.draw(st.integers(0, len(raw)))
     r = _check(bytes(raw[:cut]), asan_exe)
     _assert_clean(r)
+
+
+# -- the executor's dry mode: what it would perform, in order (no root) --------
+
+def _dry(data: bytes) -> list[list[str]]:
+    r = subprocess.run([EXE, "--check", "--trace", "1"], input=data, capture_output=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.decode().splitlines()
+    assert lines[-1].startswith("ok: ")
+    return [ln.split(" ", 1) for ln in lines[:-1]]
+
+
+def test_dry_mode_order_caps_ids_nnp_landlock_seccomp_execve(wire):
+    data, steps = wire
+    kinds = [p[0] for p in _dry(data)]
+    assert kinds == [s.kind for s in steps]
+    assert kinds[kinds.index("capabilities"):] == [
+        "capabilities", "ids", "no_new_privs", "landlock", "seccomp", "execve"]
+
+
+def test_dry_mode_arguments_match_the_dry_run_json(tmp_path):
+    from sandbox.capabilities import CAPABILITIES
+    plan = Sandbox("strict", root=tmp_path / "r").plan(["/bin/echo", "x"])
+    listed = [s for s in plan.to_dict()["steps"] if s["kind"] in CONFINEMENT_KINDS]
+    performed = _dry(build_wire([s for s in plan.steps if s.kind in CONFINEMENT_KINDS]))
+    assert [p[0] for p in performed] == [s["kind"] for s in listed]
+    args = {p[0]: p[1] if len(p) > 1 else "" for p in performed}
+    by = {s["kind"]: s for s in listed}
+    assert args["chdir"] == by["chdir"]["workdir"]
+    assert int(args["capabilities"], 16) == sum(1 << CAPABILITIES[c]
+                                               for c in by["capabilities"]["keep"])
+    assert args["ids"] == f"{by['ids']['uid']} {by['ids']['gid']} {int(by['ids']['setgroups'])}"
+    if "landlock" in by:
+        assert args["landlock"] == f"{by['landlock']['abi']} {len(by['landlock']['rules'])}"
+    assert int(args["seccomp"]) == by["seccomp"]["instructions"]
+    assert args["execve"] == "/bin/echo"
+
+
+def test_enter_steps_join_chroot_fork_come_first():
+    from sandbox.runtime.steps import ChrootFd, ForkWait, JoinNamespaces
+    steps = (JoinNamespaces(((5, 0x10000000), (6, 0x00020000))), ChrootFd(7), ForkWait())
+    data = build_wire(steps + (EXECVE_STEP,))
+    assert [p[0] for p in _dry(data)] == ["setns", "chroot", "fork", "execve"]
+    # and never after confinement has begun
+    late = build_wire((EXECVE_STEP,))[:8] + struct.pack("<I", 2) + \
+        build_wire((ChrootFd(7),))[12:] + build_wire((EXECVE_STEP,))[12:]
+    assert _check(late).returncode == 0
+    bad = build_wire((EXECVE_STEP,))[:8] + struct.pack("<I", 2) + \
+        build_wire((EXECVE_STEP,))[12:] + build_wire((ChrootFd(7),))[12:]
+    r = _check(bad)
+    assert r.returncode == 1 and b"chroot after execve" in r.stderr
+
+
+def test_setns_with_a_time_namespace_flag_refused():
+    from sandbox.runtime.steps import JoinNamespaces
+    r = _check(build_wire((JoinNamespaces(((5, 0x80),)), EXECVE_STEP)))
+    assert r.returncode == 1 and b"namespace type 0x80" in r.stderr
+
+
+from sandbox.runtime.steps import Execve  # noqa: E402
+
+EXECVE_STEP = Execve(("/bin/true",), (("PATH", "/bin"),))

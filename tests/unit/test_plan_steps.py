@@ -8,7 +8,6 @@ import json
 import pytest
 
 from sandbox import Sandbox
-from sandbox.runtime import child
 from sandbox.runtime.plan import SeccompPlan
 from sandbox.runtime.steps import (CONFINEMENT_KINDS, PLAN_VERSION, STEP_KINDS,
                                    build_confinement)
@@ -113,46 +112,8 @@ def test_digest_changes_with_plan_version(tmp_path, monkeypatch):
     assert plan.digest() != before
 
 
-# -- the child walks the same steps: a recording double of the kernel door ---
-
-def test_confinement_performs_steps_in_order_with_their_arguments(tmp_path):
-    plan = _plan(tmp_path)
-    steps = [s for s in plan.steps if s.kind in CONFINEMENT_KINDS]
-    calls = []
-
-    def rec(kind):
-        return lambda step, *extra: calls.append((kind, step, extra))
-    table = {k: rec(k) for k in CONFINEMENT_KINDS}
-    order = []
-    child.perform_confinement(steps, table, before_exec=lambda: order.append("readback"))
-    assert [c[0] for c in calls] == ["setsid", "chdir", "capabilities", "ids",
-                                     "no_new_privs", "landlock", "seccomp", "execve"]
-    ids = [c for c in calls if c[0] == "ids"][0]
-    assert ids[2] == (frozenset(plan.capabilities),)   # permitted/effective to keep
-    assert order == ["readback"]
-
-
-def test_a_failing_step_stops_everything_after_it_and_is_named(tmp_path):
-    steps = [s for s in _plan(tmp_path).steps if s.kind in CONFINEMENT_KINDS]
-    calls = []
-
-    def fail(step, *extra):
-        raise PermissionError(1, "Operation not permitted")
-    table = {k: (lambda step, *e, k=k: calls.append(k)) for k in CONFINEMENT_KINDS}
-    table["landlock"] = fail
-    with pytest.raises(child.StepError) as ei:
-        child.perform_confinement(steps, table)
-    assert ei.value.step == "landlock"
-    assert "seccomp" not in calls and "execve" not in calls
-
-
-def test_unknown_step_kind_refused_never_skipped(tmp_path):
-    steps = [s for s in _plan(tmp_path).steps if s.kind in CONFINEMENT_KINDS]
-    table = {k: (lambda step, *e: None) for k in CONFINEMENT_KINDS if k != "seccomp"}
-    with pytest.raises(child.StepError) as ei:
-        child.perform_confinement(steps, table)
-    assert ei.value.step == "seccomp"
-
+# -- the executor performs them: tests/unit/test_executor_reader.py (its dry
+# mode lists the order without root), tests/integration/test_executor.py
 
 def test_enter_builds_the_same_confinement_steps_as_run(tmp_path):
     from sandbox.lifecycle._enter import build_enter_steps
