@@ -259,7 +259,7 @@ def _reap(plan: LaunchPlan, payload_pid: int) -> None:
 # -------------------------------------------------------------- C3: step 13-20
 
 def payload(plan: LaunchPlan, err_w: int, resume_r: int | None = None,
-            executor: tuple[int, int] | None = None) -> None:
+            executor: tuple[int, ...] | None = None) -> None:
     """Body of C3: exec the compiled executor, which performs the plan's
     confinement steps (13-20) in the tuple's order, then execve. Never
     returns.
@@ -278,18 +278,20 @@ def payload(plan: LaunchPlan, err_w: int, resume_r: int | None = None,
     exec_executor(executor, err_w, resume_r)
 
 
-def exec_executor(executor: tuple[int, int], err_w: int, resume_r: int | None,
+def exec_executor(executor: tuple[int, ...], err_w: int, resume_r: int | None,
                   extra: tuple[str, ...] = ()) -> None:
     """Replace this process by ``sandbox-exec`` reading the plan from the
     memfd; it makes ``err_w`` and ``resume_r`` close-on-exec again before
     the payload's execve. Never returns."""
-    exe_fd, plan_fd = executor
+    exe_fd, plan_fd, *trace = executor         # trace: the test hook's fd, if any
     argv = ["sandbox-exec", "--plan-fd", str(plan_fd), "--error-fd", str(err_w)]
     if resume_r is not None:
         argv += ["--sync", str(resume_r)]
+    if trace:
+        argv += ["--trace", str(trace[0])]
     argv += extra
     try:
-        for fd in (plan_fd, err_w, resume_r):
+        for fd in (plan_fd, err_w, resume_r, *trace):
             if fd is not None:
                 os.set_inheritable(fd, True)
         k.execveat(exe_fd, argv, {})

@@ -253,6 +253,17 @@ def open_executor_for(steps) -> tuple[int, int]:
     return exe, mfd
 
 
+def _trace_fd() -> tuple[int, ...]:
+    """TEST HOOK: with ``SANDBOX_TEST_EXECUTOR_TRACE=<file>`` in the
+    supervisor's environment the executor appends the steps it performs to
+    that file (``--trace``), so a test can compare them with ``--dry-run
+    --json``. Inert otherwise."""
+    path = os.environ.get("SANDBOX_TEST_EXECUTOR_TRACE")
+    if not path:
+        return ()
+    return (os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600),)
+
+
 def _crash_point(name: str) -> None:
     """TEST HOOK (issue 6): with ``SANDBOX_TEST_CRASH_AT=<name>`` in its
     environment the supervisor SIGKILLs itself at the named point, so tests
@@ -297,7 +308,7 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
 
     _ensure_stdio()
     try:
-        executor = open_executor(plan)
+        executor = open_executor(plan) + _trace_fd()
     except (OSError, WireError) as e:
         if cg is not None:
             cgroups.remove(cg)

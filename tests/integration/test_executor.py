@@ -190,3 +190,26 @@ def test_run_payload_is_confined_by_the_executor(tmp_path):
     with unittest.mock.patch.object(spawn, "read_effective", spy):
         res = Sandbox("default", root=tmp_path / "r").run(["/bin/true"])
     assert res.status == 0 and seen["comm"] == "sandbox-exec"
+
+
+def test_a_launch_performs_exactly_the_dry_run_json_steps(tmp_path, monkeypatch, busybox_root):
+    # the executor's trace of a real `sandbox run` against `--dry-run --json`
+    import helpers
+    trace = tmp_path / "trace"
+    args = ["run", "--profile", "default", "--rootfs", str(busybox_root)]
+    dry = helpers.run_sandbox(tmp_path / "sb", *args, "--dry-run", "--json", "--",
+                              "/bin/echo", "hi")
+    assert dry.returncode == 0, dry.stderr
+    listed = [s for s in json.loads(dry.stdout)["steps"] if s["kind"] in CONFINEMENT_KINDS]
+    r = helpers.run_sandbox(tmp_path / "sb", *args, "--", "/bin/echo", "hi",
+                            env={"SANDBOX_TEST_EXECUTOR_TRACE": str(trace)})
+    assert r.returncode == 0 and r.stdout == "hi\n", r.stderr
+    performed = [ln.split(" ", 1) for ln in trace.read_text().splitlines()]
+    assert [p[0] for p in performed] == [s["kind"] for s in listed]
+    by = {s["kind"]: s for s in listed}
+    args_ = {p[0]: p[1] if len(p) > 1 else "" for p in performed}
+    assert args_["chdir"] == by["chdir"]["workdir"]
+    assert args_["ids"].split()[:2] == [str(by["ids"]["uid"]), str(by["ids"]["gid"])]
+    assert int(args_["seccomp"]) == by["seccomp"]["instructions"]
+    assert args_["landlock"] == f"{by['landlock']['abi']} {len(by['landlock']['rules'])}"
+    assert args_["execve"] == "/bin/echo"
