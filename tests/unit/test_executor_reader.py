@@ -57,6 +57,12 @@ def test_executor_is_installed_static_and_hardened():
     out = subprocess.run(["file", EXE], capture_output=True, text=True).stdout \
         if shutil.which("file") else "static-pie linked"
     assert "static-pie linked" in out
+    if shutil.which("readelf"):     # binutils: -z relro -z now, no executable stack
+        dyn = subprocess.run(["readelf", "-d", "-l", "-W", EXE], capture_output=True,
+                             text=True).stdout
+        assert "BIND_NOW" in dyn and "GNU_RELRO" in dyn
+        stack = [ln for ln in dyn.splitlines() if "GNU_STACK" in ln]
+        assert stack and "RWE" not in stack[0]
 
 
 def test_real_plan_parses(wire):
