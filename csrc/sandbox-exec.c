@@ -753,6 +753,9 @@ int main(int argc, char **argv)
      * execve resets it */
     if (!check_only && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
         fail("start", errno, 125, "not dumpable: %s", strerror(errno));
+    /* exec'd through an fd, the kernel names it after the fd's number */
+    if (!check_only)
+        prctl(PR_SET_NAME, "sandbox-exec", 0, 0, 0);
     size_t len;
     uint8_t *buf = read_plan(plan_fd, &len);
     struct plan *pl = &the_plan;

@@ -16,7 +16,7 @@ is active); Landlock only with a non-zero ABI and rules.
 
 The order of the security steps is the property (DESIGN §2, child.py):
 
-    ... mounts, pivot_root, hostname, rlimits, close fds, fork payload,
+    ... mounts, pivot_root, hostname, rlimits, close fds, spawn payload,
     setsid, chdir, capabilities (bounding, inheritable, ambient), ids
     (then permitted/effective), no_new_privs, Landlock, exec label,
     seccomp (last: it may forbid what the steps before it need), execve.
