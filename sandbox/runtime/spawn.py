@@ -12,6 +12,7 @@ caller) and imports nothing heavy.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -237,7 +238,7 @@ def open_executor_for(steps) -> tuple[int, int]:
     data = build_wire(steps)
     exe = os.open(executor_path(), os.O_PATH | os.O_CLOEXEC)
     try:
-        mfd = os.memfd_create("sandbox-plan", os.MFD_CLOEXEC)
+        mfd = os.memfd_create("sandbox-plan", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     except OSError:
         os.close(exe)
         raise
@@ -246,6 +247,9 @@ def open_executor_for(steps) -> tuple[int, int]:
         while view:
             view = view[os.write(mfd, view):]
         os.lseek(mfd, 0, os.SEEK_SET)
+        # sealed: the plan every child reads is the one written here
+        fcntl.fcntl(mfd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+                    | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL)
     except OSError:
         os.close(exe)
         os.close(mfd)

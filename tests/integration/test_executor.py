@@ -213,3 +213,17 @@ def test_a_launch_performs_exactly_the_dry_run_json_steps(tmp_path, monkeypatch,
     assert int(args_["seccomp"]) == by["seccomp"]["instructions"]
     assert args_["landlock"] == f"{by['landlock']['abi']} {len(by['landlock']['rules'])}"
     assert args_["execve"] == "/bin/echo"
+
+
+def test_plan_memfd_is_sealed_against_writes():
+    import fcntl
+    from sandbox.runtime.spawn import open_executor_for
+    exe, mfd = open_executor_for((Execve(("/bin/true",), ()),))
+    try:
+        with pytest.raises(PermissionError):
+            os.write(mfd, b"x")
+        seals = fcntl.fcntl(mfd, fcntl.F_GET_SEALS)
+        assert seals & fcntl.F_SEAL_WRITE and seals & fcntl.F_SEAL_SEAL
+    finally:
+        os.close(exe)
+        os.close(mfd)
