@@ -74,4 +74,6 @@ def build_plan(resolved, leases, request, base: str) -> LaunchPlan:
         landlock=landlock_rules, landlock_abi=landlock_abi, label=str(lp.context),
         network=profile.network.mode if "net" in new or profile.network.mode == "host"
         else "host",
-        missing=tuple(missing), insecure_options=request.insecure_options, net=leases.net)
+        missing=tuple(missing), insecure_options=request.insecure_options, net=leases.net,
+        # the exec label is a step only where SELinux is active (issue 10)
+        exec_label=lp.selinux.exec_context if lp.selinux.active else None)

@@ -96,6 +96,11 @@ def build_exit_record(result) -> dict:
             "duration_ms": round(result.duration_ms, 3)}
 
 
+def plan_version() -> int:
+    from ..runtime.plan import PLAN_VERSION
+    return PLAN_VERSION
+
+
 def _version() -> str:
     import sys
     return sys.modules["sandbox"].__version__
@@ -141,6 +146,7 @@ def build_launch_record(plan, plan_digest: str, resolved, leases, request,
         "profile": {"name": p.name, "digest": plan.profile_digest, "source": p.source,
                     "unconfined": p.unconfined},
         "plan_digest": plan_digest,
+        "plan_version": plan_version(),
         "root": _root_record(plan, resolved, request),
         "image": image_dict(resolved.image, request.image),
         "insecure_options": list(plan.insecure_options),

@@ -3,19 +3,26 @@ its payload is.
 
 Three processes, as nsenter(1) does it, plus the payload's confinement:
 
-  E0  the caller: forks E1 and waits (stays a plain host process, so the
-      library call works from any program).
+  E0  the caller: builds the confinement steps (`build_enter_steps`, pure),
+      forks E1 and waits (stays a plain host process, so the library call
+      works from any program).
   E1  makes itself non-dumpable FIRST (its /proc/<pid>/{exe,fd,mem,environ}
       then need CAP_SYS_PTRACE over the host's user namespace), joins the
       sandbox's cgroups, opens /proc/<pid1>/ns/* and /proc/<pid1>/root while
-      it still is host root, then joins the namespaces (user first, then
-      mnt, pid, net, uts, ipc, cgroup), fchdir(root fd) + chroot("."), and
-      forks E2 (a pid namespace applies to children only). E1 is not in the
-      sandbox's pid namespace: nothing inside can even name it.
-  E2  closes every fd above 2, then the payload's steps 13-20: setsid, workdir,
-      capabilities and ids (`child._drop_capabilities`), no_new_privs, the same
-      Landlock rules, the same seccomp BPF (from ``confine.json``, written by
-      the supervisor, mode 0600), execve with the payload's environment.
+      it still is host root, then execs the compiled executor
+      (``sandbox-exec``, the one `run`'s payload uses) with the steps
+      setns (user first, then mnt, pid, net, uts, ipc, cgroup), chroot
+      (fchdir(root fd) + chroot(".")), fork (a pid namespace applies to
+      children only) and the confinement steps. Executed on the host side,
+      its memory belongs to the host's user namespace, and it is not
+      dumpable: nothing in the sandbox can read or trace it. The parent
+      stays outside the sandbox's pid namespace, forwards signals and
+      exits with E2's status.
+  E2  the executor's child, inside every namespace: the payload's own
+      confinement steps (setsid, workdir, capabilities, ids, no_new_privs,
+      the same Landlock rules, the exec label where SELinux is active, the
+      same seccomp BPF from ``confine.json``, written by the supervisor,
+      mode 0600), then execve of the command with the payload's environment.
 
 After execve E2 is an ordinary process of the sandbox in a Landlock domain
 of its own: the payload (in another domain) cannot ptrace it nor read its
@@ -29,6 +36,7 @@ import base64
 import json
 import os
 import signal
+from types import SimpleNamespace
 
 from ..errors import CommandNotExecutable, CommandNotFound, SandboxError, SetupError
 from ..runtime import state as st
@@ -48,18 +56,16 @@ def enter(paths, rec: dict, argv: list[str]) -> int:
     argv = list(argv) or ["/bin/sh"]
     # Everything E1/E2 will need after chroot is imported now: the sandbox's
     # root does not hold this interpreter's libraries.
-    import prctl  # noqa: F401
     from ..runtime import _kernel as k
-    from ..runtime import _landlock  # noqa: F401
-    from ..runtime.child import _drop_capabilities  # noqa: F401
-    from ..capabilities import last_cap
-    last_cap()
+    from ..runtime import child  # noqa: F401
+    steps = build_enter_steps(conf, argv)   # pure, before any fork
+    from ..runtime import spawn, steps as _steps, wire  # noqa: F401 - used in E1
     r, w = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
         try:
             os.close(r)
-            _e1(rec, conf, argv, w, k)
+            _e1(rec, conf, steps, w, k)
         except BaseException as e:  # noqa: BLE001
             try:
                 os.write(w, json.dumps({"message": getattr(e, "message", None) or str(e),
@@ -89,11 +95,11 @@ def enter(paths, rec: dict, argv: list[str]) -> int:
         except ValueError:
             info = {"message": raw.decode(errors="replace")}
         if info.get("status") == 127:
-            raise CommandNotFound(f"{info.get('message')}: command not found in sandbox "
+            raise CommandNotFound(f"{argv[0]}: command not found in sandbox "
                                   f"{rec['id']}")
         if info.get("status") == 126:
-            raise CommandNotExecutable(f"cannot execute {info.get('message')} in sandbox "
-                                       f"{rec['id']}")
+            raise CommandNotExecutable(f"cannot execute {argv[0]} in sandbox "
+                                       f"{rec['id']}: {info.get('message')}")
         raise SetupError(f"cannot enter sandbox {rec['id']}: {info.get('message')}",
                          step=info.get("step") or "enter")
     code = os.waitstatus_to_exitcode(status)
@@ -114,8 +120,9 @@ class _Step(Exception):
         self.message = str(self)
 
 
-def _e1(rec: dict, conf: dict, argv: list[str], err_w: int, k) -> None:
-    """E1: never returns."""
+def _e1(rec: dict, conf: dict, steps: tuple, err_w: int, k) -> None:
+    """E1: opens what the sandbox's processes cannot give it, then becomes
+    the executor, which joins and confines. Never returns."""
     step = "non-dumpable"
     try:
         k.prctl(k.PR_SET_DUMPABLE, 0)                # before anything of the sandbox
@@ -139,35 +146,27 @@ def _e1(rec: dict, conf: dict, argv: list[str], err_w: int, k) -> None:
             fds, root_fd = _open_ns(target["pid"], conf, k)
         if not st.same_process(target):             # pid reuse between check and open
             raise OSError(3, "the sandbox's PID 1 has exited")
-        for ns, fd in fds:
-            step = f"setns {ns}"
-            k.setns(fd, k.NAMESPACE_FLAGS[ns])
-            os.close(fd)
-        step = "chroot"
-        os.fchdir(root_fd)
-        os.chroot(".")
-        os.close(root_fd)
-        os.chdir("/")
-        step = "fork"
-        pid = os.fork()
+        step = "start executor"
+        from ..runtime.child import FORWARDED_SIGNALS, close_fds_but, exec_executor
+        from ..runtime.spawn import open_executor_for
+        from ..runtime.steps import ChrootFd, ForkWait, JoinNamespaces
+        # executed here, on the host side, so its memory belongs to the
+        # host's user namespace: nothing in the sandbox can read it
+        executor = open_executor_for(
+            (JoinNamespaces(tuple((fd, k.NAMESPACE_FLAGS[ns]) for ns, fd in fds)),
+             ChrootFd(root_fd), ForkWait()) + tuple(steps))
+        keep = (err_w, root_fd, *executor, *(fd for _, fd in fds))
+        close_fds_but(*keep)
+        for fd in (root_fd, *(fd for _, fd in fds)):
+            os.set_inheritable(fd, True)
+        for s in FORWARDED_SIGNALS + (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(s, signal.SIG_DFL)
     except BaseException as e:  # noqa: BLE001
         raise _Step(step, e) from None
-    if pid == 0:
-        try:
-            _e2(conf, argv, err_w, k)
-        except BaseException as e:  # noqa: BLE001
-            try:
-                os.write(err_w, json.dumps({"message": str(e),
-                                            "step": getattr(e, "step", None)}).encode())
-            except OSError:
-                pass
-        finally:
-            os._exit(125)
-    os.close(err_w)
-    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
-        signal.signal(s, lambda n, _f: _fwd(pid, n))
-    from ..runtime.child import exit_like
-    exit_like(pid)
+    pause = os.environ.get("SANDBOX_TEST_ENTER_PAUSE")
+    # TEST HOOK: the executor holds, confined, just before execve (tests probe it)
+    extra = ("--test-pause-ms", str(int(float(pause) * 1000))) if pause else ()
+    exec_executor(executor, err_w, None, extra)
 
 
 def _open_ns(pid: int, conf: dict, k):
@@ -184,50 +183,28 @@ def _open_ns(pid: int, conf: dict, k):
         raise
 
 
-def _e2(conf: dict, argv: list[str], err_w: int, k) -> None:
-    """E2, inside every namespace: the payload's confinement, then execve."""
-    from ..runtime.child import FORWARDED_SIGNALS, _drop_capabilities
-    step = "close fds"
-    try:
-        k.close_range(3, err_w - 1)
-        k.close_range(err_w + 1)
-        for s in FORWARDED_SIGNALS + (signal.SIGPIPE, signal.SIGXFSZ):
-            signal.signal(s, signal.SIG_DFL)
-        step = "setsid"
-        os.setsid()
-        step = f"chdir {conf['workdir']}"
-        os.chdir(conf["workdir"])
-        step = "drop capabilities"
-        _drop_capabilities(frozenset(conf["capabilities"]), conf["uid"], conf["gid"],
-                           conf["may_setgroups"])
-        if conf["no_new_privs"]:
-            step = "no_new_privs"
-            k.prctl(k.PR_SET_NO_NEW_PRIVS, 1)
-        if conf.get("landlock_abi") and conf.get("landlock"):
-            step = "landlock"
-            from ..runtime._landlock import LandlockRule, apply_landlock
-            apply_landlock([LandlockRule(r["path"], r["access"], tuple(r.get("excludes") or ()))
-                            for r in conf["landlock"]])
-        step = "non-dumpable"
-        k.prctl(k.PR_SET_DUMPABLE, 0)       # again: the id change may have reset it
-        if conf.get("seccomp"):
-            step = "seccomp"
-            k.seccomp_set_filter(base64.b64decode(conf["seccomp"]))
-    except BaseException as e:  # noqa: BLE001
-        raise _Step(step, e) from None
-    env = {kk: v for kk, v in conf["env"]}
-    pause = os.environ.get("SANDBOX_TEST_ENTER_PAUSE")
-    if pause:           # TEST HOOK: hold, confined, just before execve (tests probe it)
-        import time
-        time.sleep(float(pause))
-    try:
-        os.execvpe(argv[0], argv, env)
-    except OSError as e:
-        status = 127 if isinstance(e, (FileNotFoundError, NotADirectoryError)) else 126
-        msg = json.dumps({"message": f"{argv[0]}: {e.strerror}", "step": "execve",
-                          "status": status}).encode()
-        try:
-            os.write(err_w, msg)
-        except OSError:
-            pass
-        os._exit(status)
+def build_enter_steps(conf: dict, argv: list[str]) -> tuple:
+    """The payload's confinement steps (`runtime.steps`) for ``argv``, from
+    the supervisor's confinement record: the same values, so the same
+    functions perform them (confinement exists once). Pure."""
+    from ..runtime._landlock import LandlockRule
+    from ..runtime.plan import SeccompPlan
+    from ..runtime.steps import build_confinement
+    bpf = base64.b64decode(conf["seccomp"]) if conf.get("seccomp") else None
+    fields = {
+        "workdir": conf["workdir"], "capabilities": tuple(conf["capabilities"]),
+        "uid": conf["uid"], "gid": conf["gid"], "no_new_privs": conf["no_new_privs"],
+        "landlock_abi": conf.get("landlock_abi") or 0,
+        "landlock": tuple(LandlockRule(r["path"], r["access"], tuple(r.get("excludes") or ()))
+                          for r in conf.get("landlock") or ()),
+        "exec_label": conf.get("exec_label"),
+        "seccomp": SeccompPlan(bpf, "", "confine.json", "", (), len(bpf) // 8)
+        if bpf is not None else None,
+        "argv": tuple(argv), "env": tuple((kk, v) for kk, v in conf["env"]),
+        # only whether setgroups is allowed matters to the ids step
+        "idmap": None if conf["may_setgroups"] else _DENY_SETGROUPS,
+    }
+    return build_confinement(SimpleNamespace(**fields))
+
+
+_DENY_SETGROUPS = SimpleNamespace(deny_setgroups=True)

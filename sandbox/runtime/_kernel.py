@@ -67,10 +67,12 @@ SECCOMP_MODE_FILTER = 2
 _NR = {
     "x86_64": {"pivot_root": 155, "close_range": 436, "landlock_create_ruleset": 444,
                "landlock_add_rule": 445, "landlock_restrict_self": 446,
-               "open_tree": 428, "move_mount": 429, "mount_setattr": 442, "openat2": 437},
+               "open_tree": 428, "move_mount": 429, "mount_setattr": 442, "openat2": 437,
+               "execveat": 322},
     "aarch64": {"pivot_root": 41, "close_range": 436, "landlock_create_ruleset": 444,
                 "landlock_add_rule": 445, "landlock_restrict_self": 446,
-                "open_tree": 428, "move_mount": 429, "mount_setattr": 442, "openat2": 437},
+                "open_tree": 428, "move_mount": 429, "mount_setattr": 442, "openat2": 437,
+                "execveat": 281},
 }[os.uname().machine]
 
 # <linux/mount.h>: the new mount API
@@ -231,6 +233,20 @@ def move_mount(fd: int, target: str) -> None:
     _check(_libc.syscall(ctypes.c_long(_NR["move_mount"]), ctypes.c_int(fd), b"",
                          ctypes.c_int(-100), _b(target),
                          ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH)), "move_mount")
+
+
+def execveat(fd: int, argv: list[str], env: dict[str, str]) -> None:
+    """execveat(2) of the file open as ``fd`` (O_PATH is enough), with
+    AT_EMPTY_PATH: it needs no path, so it works after pivot_root and
+    without /proc. Returns only on failure (raises OSError)."""
+    def strv(items):
+        arr = (ctypes.c_char_p * (len(items) + 1))()
+        arr[:-1] = [os.fsencode(x) for x in items]
+        arr[-1] = None
+        return arr
+    _check(_libc.syscall(ctypes.c_long(_NR["execveat"]), ctypes.c_int(fd), b"",
+                         strv(argv), strv([f"{k}={v}" for k, v in env.items()]),
+                         ctypes.c_int(AT_EMPTY_PATH)), "execveat")
 
 
 PR_SET_NAME = 15

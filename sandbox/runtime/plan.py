@@ -3,8 +3,9 @@
 `build_plan` is pure with respect to the kernel: it reads the host's file
 tree (to mirror ``/bin -> usr/bin`` links and pick ``/etc`` entries) but
 changes nothing. The plan is what ``--dry-run`` prints, what tests assert
-on, and what the audit record hashes; `sandbox.runtime.child` executes its
-mount steps in order and nothing else.
+on, and what the audit record hashes; its `steps`
+(`sandbox.runtime.steps`) are the one ordered program that ``describe()``,
+``to_dict()``, ``digest()`` and the child walk.
 
 Mount steps name targets as paths inside the sandbox; before ``pivot_root``
 the child resolves each one under the new root without following symlinks.
@@ -17,10 +18,10 @@ import os
 from typing import NamedTuple
 
 from .._hash import sha256
-from .._values import asdict
 
 from .cgroups import CgroupPlan
 from .idmap import IdMap
+from .steps import PLAN_VERSION, _mount_describe, build_steps
 
 #: Host system folders the host view binds read-only (or mirrors as links).
 HOST_SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
@@ -66,12 +67,7 @@ class MountOp(NamedTuple):
     fd: int | None = None
 
     def describe(self) -> str:
-        src = "" if self.source is None else (
-            f" <- {self.source!r}" if self.op == "file" and len(self.source) < 40
-            else " <- (contents)" if self.op == "file" else f" <- {self.source}")
-        opts = f" [{self.options}]" if self.options else ""
-        why = f"  # {self.why}" if self.why else ""
-        return f"{self.op:<10} {self.target}{src}{opts}{why}"
+        return _mount_describe(self.op, self.target, self.source, self.options, self.why)
 
 
 class SeccompPlan(NamedTuple):
@@ -129,12 +125,30 @@ class LaunchPlan(NamedTuple):
     #: bridge networking, built by sandbox.net (None for none/host)
     net: object = None
 
+    #: SELinux context execve runs in; set only where SELinux is active
+    #: (`labels.selinux.build_selinux_plan(...).exec_context`), so the
+    #: step exists only where the host can perform it.
+    exec_label: str | None = None
+
     @property
     def root(self) -> str:
         return os.path.join(self.base, "root")
 
+    @property
+    def steps(self) -> tuple:
+        """The ordered step values the launch performs (`steps.build_steps`)."""
+        return build_steps(self)
+
     def to_dict(self) -> dict:
+        steps = self.steps
+        by_kind: dict = {}
+        for s in steps:
+            by_kind.setdefault(s.kind, []).append(s)
+        caps = by_kind.get("capabilities")
+        sc = by_kind.get("seccomp")
+        ll = by_kind.get("landlock")
         d = {
+            "plan_version": PLAN_VERSION,
             "sandbox_id": self.sandbox_id, "name": self.name,
             "profile": {"name": self.profile, "digest": self.profile_digest},
             "argv": list(self.argv), "env": dict(self.env), "workdir": self.workdir,
@@ -142,96 +156,57 @@ class LaunchPlan(NamedTuple):
             "namespaces": {"new": list(self.namespaces), "host": list(self.shared_namespaces)},
             "idmap": self.idmap.to_dict() if self.idmap else None,
             "root": {"kind": self.root_kind, "base": self.base},
-            "mounts": [{k: v for k, v in m._asdict().items() if k != "fd"}
-                       for m in self.mounts],
-            "capabilities": list(self.capabilities),
-            "no_new_privs": self.no_new_privs,
-            "rlimits": [list(r) for r in self.rlimits],
+            # summaries of the steps below, for readers that want one key
+            "mounts": [{k: v for k, v in s.to_dict().items() if k != "kind"}
+                       for s in by_kind.get("mount", ())],
+            "capabilities": list(caps[0].keep) if caps else [],
+            "no_new_privs": "no_new_privs" in by_kind,
+            "rlimits": [[s.resource, s.soft, s.hard] for s in by_kind.get("rlimit", ())],
             "cgroup": self.cgroup.to_dict() if self.cgroup else None,
-            "seccomp": self.seccomp.to_dict() if self.seccomp else None,
-            "landlock": {"abi": self.landlock_abi,
-                         "rules": [_jsonable(r) for r in self.landlock]}
-            if self.landlock_abi else None,
+            "seccomp": sc[0].filter.to_dict() if sc else None,
+            "landlock": {"abi": ll[0].abi, "rules": ll[0].to_dict()["rules"]} if ll else None,
             "label": self.label, "network": self.network,
             "missing": list(self.missing), "insecure_options": list(self.insecure_options),
             "net": self.net.to_dict() if self.net is not None else None,
+            "steps": [s.to_dict() for s in steps],
         }
         return d
 
     def digest(self) -> str:
-        """``sha256:`` of the plan's canonical JSON, minus what differs per
-        launch (the id and the runtime folder)."""
-        d = self.to_dict()
-        for k in ("sandbox_id", "name"):
-            d.pop(k)
-        d["root"].pop("base")
-        if d["cgroup"]:       # cgroup folders are named after the sandbox id
-            d["cgroup"] = json.loads(json.dumps(d["cgroup"]).replace(self.sandbox_id, "<id>"))
-        if d["label"]:        # the MCS level is drawn per launch; keep user:role:type
-            d["label"] = ":".join(d["label"].split(":")[:3])
-        for m in d["mounts"]:
-            m.pop("why", None)    # commentary, which may name the per-launch level
-        blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
-        return "sha256:" + sha256(blob).hexdigest()
+        """``sha256:`` of the plan's canonical JSON: `PLAN_VERSION`, the
+        profile, the steps and what the audit needs beside them, minus what
+        differs per launch (the id, the runtime folder, the MCS level and
+        commentary)."""
+        steps = []
+        for s in self.steps:
+            d = s.to_dict()
+            d.pop("why", None)      # commentary, which may name the per-launch level
+            steps.append(d)
+        label = ":".join(self.label.split(":")[:3]) if self.label else None
+        d = {"plan_version": PLAN_VERSION,
+             "profile": {"name": self.profile, "digest": self.profile_digest},
+             "root_kind": self.root_kind, "steps": steps, "label": label,
+             "network": self.network, "missing": list(self.missing),
+             "insecure_options": list(self.insecure_options),
+             "net": self.net.to_dict() if self.net is not None else None}
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+        # per-launch names: the runtime folder and cgroup folders carry the id
+        blob = blob.replace(json.dumps(self.base)[1:-1], "<base>")
+        blob = blob.replace(self.sandbox_id, "<id>")
+        return "sha256:" + sha256(blob.encode()).hexdigest()
 
     def describe(self) -> list[str]:
-        """The plan as numbered, human-readable steps (``--dry-run``)."""
-        out: list[str] = []
-
-        def step(text):
-            out.append(f"{len(out) + 1:>3}. {text}")
-
-        step(f"profile {self.profile} ({self.profile_digest[:19]})")
-        step("unshare " + ", ".join(self.namespaces) +
-             (f"; SHARED with host: {', '.join(self.shared_namespaces)}"
-              if self.shared_namespaces else ""))
-        if self.idmap:
-            step(f"uid_map {self.idmap.uid_map.strip()!r}, gid_map {self.idmap.gid_map.strip()!r}"
-                 + (", setgroups deny" if self.idmap.deny_setgroups else ""))
-        if self.cgroup:
-            step("cgroup " + ", ".join(f"{os.path.basename(f)}={v}" for f, v in self.cgroup.writes))
-        step(f"network {self.network}" + (" (loopback up)" if self.network == "none" else ""))
-        step(f"tmpfs at {self.base} (private mount propagation first)")
-        for m in self.mounts:
-            step(m.describe())
-        step(f"pivot_root into {self.root}; detach the old root")
-        step(f"hostname {self.hostname}")
-        for name, soft, hard in self.rlimits:
-            step(f"setrlimit {name} {soft}/{hard}")
-        step("close every fd above 2; new session (setsid)")
-        step("capabilities (bounding, permitted, effective): " +
-             (", ".join(self.capabilities) or "none") + "; inheritable and ambient: none")
-        step(f"uid {self.uid}, gid {self.gid}")
-        if self.no_new_privs:
-            step("no_new_privs")
-        if self.landlock_abi:
-            step(f"landlock ABI {self.landlock_abi}: {len(self.landlock)} rules")
-        if self.label:
-            step(f"label {self.label}")
-        if self.seccomp:
-            step(f"seccomp {os.path.basename(self.seccomp.source)} "
-                 f"({self.seccomp.instructions} BPF instructions, "
-                 f"{'+'.join(self.seccomp.architectures)}, default {self.seccomp.default_action})")
-        else:
-            step("seccomp: NONE (unconfined)")
-        step("execve " + " ".join(self.argv))
+        """The plan as numbered, human-readable steps (``--dry-run``): one
+        line per step of `steps`, nothing else numbered."""
+        out = [f"     profile {self.profile} ({self.profile_digest[:19]}), "
+               f"plan version {PLAN_VERSION}"]
+        for i, s in enumerate(self.steps, 1):
+            out.append(f"{i:>3}. {s.describe()}")
         if self.missing:
             out.append(f"     missing (optional): {', '.join(self.missing)}")
         if self.insecure_options:
             out.append(f"     INSECURE options: {', '.join(self.insecure_options)}")
         return out
-
-
-def _jsonable(v):
-    # A landlock rule: a LandlockRule (a NamedTuple with to_dict, checked
-    # first: it is a tuple too) or a plain (path, access) tuple.
-    if hasattr(v, "to_dict"):
-        return v.to_dict()
-    if hasattr(v, "_asdict"):
-        return asdict(v)
-    if isinstance(v, tuple):
-        return list(v)
-    return str(v)
 
 
 def _mirror_host_system(mounts: list[MountOp]) -> None:

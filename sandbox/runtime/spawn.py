@@ -12,6 +12,7 @@ caller) and imports nothing heavy.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -23,6 +24,8 @@ from ..errors import (CommandNotExecutable, CommandNotFound, HostSupportError,
 from . import _kernel as k, cgroups
 from .child import FORWARDED_SIGNALS, first_child
 from .plan import LaunchPlan
+from .steps import CONFINEMENT_KINDS
+from .wire import WireError, build_wire, executor_path
 
 
 class LaunchResult(NamedTuple):
@@ -225,6 +228,49 @@ def _payload_pid(pid1: int) -> int | None:
         return None
 
 
+def open_executor(plan: LaunchPlan) -> tuple[int, int]:
+    """`open_executor_for` the plan's confinement steps."""
+    return open_executor_for([s for s in plan.steps if s.kind in CONFINEMENT_KINDS])
+
+
+def open_executor_for(steps) -> tuple[int, int]:
+    """(O_PATH fd of the compiled executor, memfd holding the wire form of
+    ``steps``), both close-on-exec: the child execs the one with the other
+    (`child.exec_executor`). A memfd, not a pipe: any size fits without a
+    reader."""
+    data = build_wire(steps)
+    exe = os.open(executor_path(), os.O_PATH | os.O_CLOEXEC)
+    try:
+        mfd = os.memfd_create("sandbox-plan", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    except OSError:
+        os.close(exe)
+        raise
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(mfd, view):]
+        os.lseek(mfd, 0, os.SEEK_SET)
+        # sealed: the plan every child reads is the one written here
+        fcntl.fcntl(mfd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW
+                    | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL)
+    except OSError:
+        os.close(exe)
+        os.close(mfd)
+        raise
+    return exe, mfd
+
+
+def _trace_fd() -> tuple[int, ...]:
+    """TEST HOOK: with ``SANDBOX_TEST_EXECUTOR_TRACE=<file>`` in the
+    supervisor's environment the executor appends the steps it performs to
+    that file (``--trace``), so a test can compare them with ``--dry-run
+    --json``. Inert otherwise."""
+    path = os.environ.get("SANDBOX_TEST_EXECUTOR_TRACE")
+    if not path:
+        return ()
+    return (os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600),)
+
+
 def _crash_point(name: str) -> None:
     """TEST HOOK (issue 6): with ``SANDBOX_TEST_CRASH_AT=<name>`` in its
     environment the supervisor SIGKILLs itself at the named point, so tests
@@ -276,6 +322,16 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
     _crash_point("base-created")
 
     _ensure_stdio()
+    try:
+        executor = open_executor(plan) + _trace_fd()
+    except (OSError, WireError) as e:
+        if cg is not None:
+            cgroups.remove(cg)
+        remove_base(plan.base)
+        raise SetupError(f"cannot start the executor {executor_path()}: "
+                         f"{getattr(e, 'strerror', None) or e}", step="start executor",
+                         hint="reinstall sandbox (pip install -e . or the wheel); "
+                              "it compiles the executor") from None
     ready_r, ready_w = _pipe()
     go_r, go_w = _pipe()
     err_r, err_w = _pipe()
@@ -317,7 +373,7 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
                 if idm_p is not None:
                     idm_p.close()
                 first_child(plan, parent, ready_w, go_r, err_w, cgroups.join, layers_sock=idm_c,
-                            resume_r=resume_r)
+                            resume_r=resume_r, executor=executor)
             finally:
                 os._exit(125)   # a forked child never returns into the caller
         for fd in (ready_w, go_r, err_w, resume_r):
@@ -424,6 +480,8 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
         return LaunchResult(plan.sandbox_id, code, sig, (time.monotonic() - t0) * 1000,
                             effective, tuple(missing), tuple(leftovers))
     finally:
+        for fd in executor:
+            os.close(fd)
         if resume_w is not None:
             os.close(resume_w)
         if c_pid is not None:       # interrupted: make sure nothing survives

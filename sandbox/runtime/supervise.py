@@ -92,4 +92,5 @@ def confinement(plan) -> dict:
         "seccomp": base64.b64encode(plan.seccomp.bpf).decode() if plan.seccomp else None,
         "cgroup_procs": list(plan.cgroup.procs) if plan.cgroup else [],
         "label": plan.label,
+        "exec_label": plan.exec_label,
     }

@@ -262,8 +262,8 @@ done"""
 
 ENTERED = """cat /tmp/marker
 echo "comm2=$(cat /proc/2/comm)"
-grep -E '^(CapEff|Seccomp|NoNewPrivs):' /proc/self/status | sed 's/^/self-/'
-grep -E '^(CapEff|Seccomp|NoNewPrivs):' /proc/2/status | sed 's/^/payload-/'
+grep -E '^(Cap(Eff|Prm|Inh|Bnd|Amb)|Seccomp|Seccomp_filters|NoNewPrivs):' /proc/self/status | sed 's/^/self-/'
+grep -E '^(Cap(Eff|Prm|Inh|Bnd|Amb)|Seccomp|Seccomp_filters|NoNewPrivs):' /proc/2/status | sed 's/^/payload-/'
 echo "fds=$(ls /proc/self/fd | tr '\\n' ' ')"
 echo "uid=$(id -u) host=$(hostname)"
 echo $$ > /tmp/enter.pid
@@ -285,7 +285,9 @@ def test_enter(sroot, busybox_root):
     lines = out.splitlines()
     assert lines[0] == "marker-2"                  # same root, /tmp; the payload is PID 2
     assert "comm2=sh" in lines
-    for key in ("CapEff", "Seccomp", "NoNewPrivs"):
+    # run and enter confine with the same executor and the same steps
+    for key in ("CapEff", "CapPrm", "CapInh", "CapBnd", "CapAmb", "Seccomp",
+                "Seccomp_filters", "NoNewPrivs"):
         mine = [x.split(":", 1)[1].strip() for x in lines if x.startswith(f"self-{key}:")]
         theirs = [x.split(":", 1)[1].strip() for x in lines if x.startswith(f"payload-{key}:")]
         assert mine and mine == theirs, (key, mine, theirs)

@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 WANTED_IN_WHEEL = (
     "sandbox/_data/profiles/default.toml",
     "sandbox/_data/profiles/seccomp/default.json",
+    "sandbox/_bin/sandbox-exec",        # the executor, compiled by hatch_build.py
 )
 WANTED_FOLDERS = ("sandbox/_data/keys/", "sandbox/_data/audit/")
 
@@ -98,6 +99,9 @@ def test_installed_wheel_reads_data_from_site_packages(wheel, tmp_path):
     assert (Path(got["profiles"]) / "default.toml").is_file()
     assert (Path(got["profiles"]) / "seccomp" / "default.json").is_file()
     assert got["default_profile"] == "default"
+    exe = site / "sandbox" / "_bin" / "sandbox-exec"
+    check = subprocess.run([str(exe), "--check"], input=b"", capture_output=True, timeout=30)
+    assert check.returncode == 1 and b"plan: truncated header" in check.stderr
 
 
 def test_editable_install_reads_the_checkout(tmp_path):
