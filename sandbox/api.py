@@ -194,8 +194,9 @@ class Sandbox:
         self.label_plan = None
         self.profile = None
         for opt in self.insecure_options:
-            if opt not in ("image",):
-                raise UsageError(f"unknown insecure option {opt!r}", hint="the only one is 'image'")
+            if opt not in ("image", "ondisk"):  # issue 12: ondisk
+                raise UsageError(f"unknown insecure option {opt!r}",
+                                 hint="known: image, ondisk")
         if self.rootfs is not None and self.image is not None:
             raise UsageError("give either an image or --rootfs, not both")
 
@@ -246,6 +247,8 @@ class Sandbox:
         self.verification = None
         if "image" not in self.insecure_options:
             self.verification = store.verify(rec)   # raises VerificationError
+        if "ondisk" not in self.insecure_options:   # issue 12: what runs is what was verified
+            store.check_on_disk(rec)
         self.image_record = rec
         cfg = rec.config or {}
         entry = list(cfg.get("Entrypoint") or [])

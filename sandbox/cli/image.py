@@ -55,6 +55,18 @@ class _Bar:
             self.bar.__exit__(None, None, None)
 
 
+def _insecure(text: str) -> tuple:
+    from ..errors import UsageError
+    opts = tuple(o for o in text.split(",") if o)
+    for o in opts:
+        if o != "image":
+            raise UsageError(f"unknown insecure option {o!r}", hint="the only one here is 'image'")
+    if opts:
+        click.echo("sandbox: WARNING: insecure options in use: " + ", ".join(opts)
+                   + " (recorded in the audit log)", err=True)
+    return opts
+
+
 @click.group()
 def image():
     """Import, list, inspect, verify and remove images.
@@ -80,10 +92,15 @@ def image():
               "that holds several (its ref name or tag).")
 @click.option("--allow-setuid", is_flag=True, help="UNSAFE: keep setuid/setgid bits and file "
               "capabilities from the layers.")
+@click.option("--insecure-options", "insecure", metavar="LIST", default="",
+              help="UNSAFE: 'image' keeps an unsigned or untrusted image (recorded).")
 @click.pass_obj
-def import_(obj, source, name, signatures, select, allow_setuid):
-    """Import an OCI layout (folder or tar), docker-archive or ACI file."""
+def import_(obj, source, name, signatures, select, allow_setuid, insecure):
+    """Import an OCI layout (folder or tar), docker-archive or ACI file.
+
+    Its signatures are verified for its name before anything is kept."""
     from ..errors import UsageError
+    opts = _insecure(insecure)
     sigs = []
     for s in signatures:
         with open(s, "rb") as f:
@@ -97,7 +114,8 @@ def import_(obj, source, name, signatures, select, allow_setuid):
     bar = _Bar()
     try:
         rec = _store(obj).import_image(source, name=name, signatures=sigs, select=select,
-                                       allow_setuid=allow_setuid, progress=bar)
+                                       allow_setuid=allow_setuid, progress=bar,
+                                       insecure_options=opts)
     finally:
         bar.close()
     label = rec.name or "(no name)"
@@ -148,21 +166,55 @@ def inspect(obj, ref):
 
 @image.command("verify")
 @click.argument("ref")
-@click.option("--json", "as_json", is_flag=True, help="The verification as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="The decision as JSON (on failure too).")
+@click.option("--full", is_flag=True, help="Also hash every file of every layer and every "
+              "kept blob again against the seal taken at import.")
 @click.pass_obj
-def verify(obj, ref, as_json):
-    """Check the image's signatures against the trust store (exit 1 if refused)."""
+def verify(obj, ref, as_json, full):
+    """Check the image's signatures against the trust store and its layers
+    against their seals (exit 1 if refused)."""
+    from ..errors import SandboxError
     store = _store(obj)
-    rec = store.resolve(ref)
-    v = store.verify(rec)
+    rec = None
+    try:
+        rec = store.resolve(ref)
+        v = store.verify(rec)
+        store.check_on_disk(rec, full=full)
+    except SandboxError as e:
+        if not as_json:
+            raise
+        out = {"verified": False, "ref": ref,
+               "name": rec.name if rec else None, "digest": rec.digest if rec else None,
+               "reason": getattr(e, "reason", None) or type(e).__name__,
+               "error": e.message, "hint": e.hint, "ondisk": "full" if full else "fast"}
+        click.echo(json.dumps(out, indent=2, sort_keys=True))
+        raise SystemExit(e.status)
+    sig_index = _signature_index(rec, v)
     if as_json:
-        d = v.as_dict() if hasattr(v, "as_dict") else dict(vars(v))
+        d = v.as_dict()
+        d.update({"verified": True, "ref": ref, "digest": rec.digest,
+                  "signature": sig_index, "source": _source(v),
+                  "ondisk": "full" if full else "fast"})
         click.echo(json.dumps(d, indent=2, sort_keys=True, default=str))
         return
-    signer = getattr(v, "signer", "?")
-    entry = getattr(v, "entry", "?")
-    click.echo(f"verified {rec.name or rec.digest}: signed by {signer} "
-               f"(trusted for {entry})")
+    sig = f"signature {sig_index} ({v.signature_digest[:19]})" if sig_index else \
+        f"signature {v.signature_digest[:19]}"
+    click.echo(f"verified {rec.name or rec.digest}: {sig} by key {v.primary} "
+               f"(allowed by {_source(v)}); layers match their seals"
+               + (" (full re-hash)" if full else ""))
+
+
+def _source(v) -> str:
+    return "trust store: every name" if v.entry == "root" else \
+        f"trust store prefix {v.entry}" if v.layer in ("config", "vendor") else v.entry
+
+
+def _signature_index(rec, v):
+    import hashlib
+    for i, s in enumerate(rec.signatures, 1):
+        if f"sha256:{hashlib.sha256(s).hexdigest()}" == v.signature_digest:
+            return i
+    return None
 
 
 @image.command("rm")
