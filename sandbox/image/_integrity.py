@@ -166,8 +166,13 @@ def _explain(root: str, sealed: list, what: str, *, full: bool) -> ArtifactError
             return _refuse(what, f"{rel} changed content")
         if stat.S_ISLNK(mode) and os.readlink(full_path) != extra:
             return _refuse(what, f"{rel} changed link target")
-        if not full and (st.st_ino, st.st_ctime_ns) != (ino, ctime):
-            return _refuse(what, f"{rel} was modified (inode or change time differs)")
+    # Only then the entries whose inode or change time moved (a folder's
+    # moves when an entry is added or removed: named above, more usefully).
+    if not full:
+        for rel in sorted(want):
+            st, e = now[rel], want[rel]
+            if (st.st_ino, st.st_ctime_ns) != (e[5], e[6]):
+                return _refuse(what, f"{rel} was modified (inode or change time differs)")
     return None
 
 
