@@ -243,7 +243,8 @@ class Sandbox:
         (Entrypoint, Cmd, Env, WorkingDir, User) that flags did not set."""
         from .image import ImageStore
         store = ImageStore(self.paths)
-        rec = store.resolve(self.image)
+        # issue 12: `run docker://REF` pulls (verified) when missing
+        rec = store.resolve_or_pull(self.image, insecure_options=self.insecure_options)
         self.verification = None
         if "image" not in self.insecure_options:
             self.verification = store.verify(rec)   # raises VerificationError
@@ -280,6 +281,8 @@ class Sandbox:
                 raise UsageError(f"image user {cfg['User']!r} is a name; sandbox needs numeric ids",
                                  hint="pass --user UID[:GID]")
         profile = profile._replace(process=proc, user=user)
+        from .image.isolators import apply_aci_isolators   # issue 12: never ignored
+        profile = apply_aci_isolators(rec, profile)
         return RootFS("layers", layers=tuple(rec.layer_dirs)), tuple(argv), profile
 
     # -- stage 6: the plan -------------------------------------------------------

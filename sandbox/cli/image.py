@@ -73,6 +73,7 @@ def image():
 
     \b
     sandbox image import FILE|DIR [--name REF] [--signature SIG]...
+    sandbox image pull docker://REF [--registries.d DIR]
     sandbox image list [--json]
     sandbox image inspect REF
     sandbox image verify REF
@@ -133,27 +134,70 @@ def import_(obj, source, name, signatures, select, allow_setuid, insecure):
                    "and run it by name", err=True)
 
 
+@image.command("pull")
+@click.argument("ref")
+@click.option("--name", metavar="REF", help="Name to store it under (default: the docker "
+              "reference; required for oci:, oci-archive:, dir:, docker-archive:).")
+@click.option("--registries.d", "registries_d", metavar="DIR",
+              type=click.Path(exists=True, file_okay=False),
+              help="registries.d folder naming the lookaside signature stores "
+              "(default: skopeo's own).")
+@click.option("--tls-verify/--no-tls-verify", default=True,
+              help="Check the registry's TLS certificate (default: yes).")
+@click.option("--insecure-options", "insecure", metavar="LIST", default="",
+              help="UNSAFE: 'image' keeps an unsigned or untrusted image (recorded).")
+@click.pass_obj
+def pull(obj, ref, name, registries_d, tls_verify, insecure):
+    """Pull an image with skopeo and import it, verified.
+
+    \b
+    REF is docker://NAME[:TAG|@DIGEST], oci:PATH[:REF], oci-archive:PATH,
+    dir:PATH or docker-archive:PATH. Signatures come from the lookaside
+    stores named in registries.d, as for skopeo and podman; nothing is kept
+    unless they verify for the name."""
+    opts = _insecure(insecure)
+    from ..image._pull import pull as do_pull
+    rec = do_pull(_store(obj), ref, name=name, insecure_options=opts,
+                  registries_d=registries_d, tls_verify=tls_verify)
+    click.echo(f"pulled {rec.name} {rec.digest} ({len(rec.layer_dirs)} layer"
+               f"{'s' if len(rec.layer_dirs) != 1 else ''}, {_human(rec.size)}, "
+               f"{len(rec.signatures)} signature{'s' if len(rec.signatures) != 1 else ''})")
+
+
 @image.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON array of images.")
 @click.pass_obj
 def list_(obj, as_json):
-    """List the images in the store."""
+    """List the images in the store.
+
+    \b
+    IMAGE ID  sha256 of the image's configuration document, for every format
+              (OCI/Docker config JSON; an ACI's manifest)
+    DIGEST    sha256 of the registry manifest (what NAME@DIGEST and
+              simple-signing signatures name); <none> for docker-archive
+              and ACI, which have none"""
     recs = _store(obj).list()
     if as_json:
-        out = [{"names": list(r.names), "digest": r.digest, "format": r.format,
+        out = [{"names": list(r.names), "digest": r.digest, "image_id": _image_id(r),
+                "manifest_digest": r.manifest_digest, "format": r.format,
                 "platform": r.platform, "size": r.size, "layers": len(r.layer_dirs),
                 "signatures": len(r.signatures), "imported_at": r.imported_at}
                for r in recs]
         click.echo(json.dumps(out, indent=2))
         return
-    rows = [("NAME", "DIGEST", "FORMAT", "SIZE", "SIGS", "IMPORTED")]
+    rows = [("NAME", "IMAGE ID", "DIGEST", "FORMAT", "SIZE", "SIGS", "IMPORTED")]
     for r in recs:
         for n in (r.names or ("<none>",)):
-            rows.append((n, _short(r.digest), r.format, _human(r.size),
-                         str(len(r.signatures)), r.imported_at))
+            rows.append((n, _short(_image_id(r)),
+                         _short(r.manifest_digest) if r.manifest_digest else "<none>",
+                         r.format, _human(r.size), str(len(r.signatures)), r.imported_at))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def _image_id(r) -> str:
+    return r.config_blob or r.digest
 
 
 @image.command("inspect")

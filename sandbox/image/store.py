@@ -148,6 +148,7 @@ class ImageRecord:
     overlay_xattr: str
     skipped: tuple = ()
     cleared_setuid: tuple = ()
+    config_blob: str | None = None  # sha256 of the configuration document (ACI: manifest)
     layer_seals: tuple = ()     # (key, seal digest, tree digest) per layer
     blob_seals: tuple = ()      # (digest, path, size, ino, ctime_ns) per kept blob
 
@@ -321,7 +322,8 @@ class ImageStore:
                      signatures: Iterable[bytes] = (), select: str | None = None,
                      allow_setuid: bool = False,
                      progress: Callable[[int, int], None] | None = None,
-                     insecure_options: Iterable[str] = ()) -> ImageRecord:
+                     insecure_options: Iterable[str] = (),
+                     source_label: str | None = None) -> ImageRecord:
         """Import an OCI layout (folder or tar), docker-archive or ACI file.
 
         ``name`` overrides the name the archive carries (``RepoTags``, the
@@ -360,9 +362,16 @@ class ImageStore:
                 # two reads cannot pair one archive's signature with
                 # another's layers.
                 private, private_digest = _private_copy(source, ws)
-                plan, closer = _formats.open_source(
-                    private or source, limits=self.limits, select=select, workdir=ws,
-                    label=str(source))
+                from . import _pull
+                if private is None and _pull.is_skopeo_dir(source):
+                    # skopeo's dir: layout, with its signature-N files (issue 12)
+                    plan = _pull.plan_skopeo_dir(source, limits=self.limits,
+                                                 label=source_label or str(source))
+                    sigs = sigs + _pull.read_dir_signatures(source)
+                else:
+                    plan, closer = _formats.open_source(
+                        private or source, limits=self.limits, select=select, workdir=ws,
+                        label=str(source))
                 done = [0]
 
                 def tick(n):
@@ -382,7 +391,7 @@ class ImageStore:
                     closer = None
                 rec = self._admit_and_commit(plan, staged, ws, name=name, sigs=sigs,
                                              allow_setuid=allow_setuid, insecure=insecure,
-                                             source=str(source))
+                                             source=source_label or str(source))
             finally:
                 if closer:
                     closer()
@@ -392,7 +401,7 @@ class ImageStore:
         from ..audit import record_event
         record_event(self.paths, "image.import", {
             "ref": rec.name, "digest": rec.digest, "format": rec.format,
-            "source": str(source), "layers": len(rec.layer_dirs),
+            "source": source_label or str(source), "layers": len(rec.layer_dirs),
             "signatures": len(rec.signatures), "allow_setuid": rec.allow_setuid,
             "skipped": [str(x) for x in rec.skipped][:100],
             "cleared_setuid": [str(x) for x in rec.cleared_setuid][:100]})
@@ -663,6 +672,26 @@ class ImageStore:
                        hint="'sandbox image list' shows the images; "
                             "'sandbox image import FILE' adds one")
 
+    def resolve_or_pull(self, ref: str, *, insecure_options=()) -> ImageRecord:
+        """`resolve`, except that a ``docker://REF`` missing from the store
+        is pulled first (issue 12; `sandbox run docker://REF`). The lookaside
+        stores come from ``$SANDBOX_REGISTRIES_D`` when set, else skopeo's
+        own registries.d; ``SANDBOX_PULL_TLS_VERIFY=false`` talks to the
+        registry without TLS checks (the signatures are checked all the same;
+        a warning says so)."""
+        from . import _pull
+        if not (isinstance(ref, str) and ref.startswith("docker://")):
+            return self.resolve(ref)
+        _src, name = _pull.parse_pull_ref(ref, None)
+        try:
+            return self.resolve(name)
+        except NotFound:
+            pass
+        tls = os.environ.get("SANDBOX_PULL_TLS_VERIFY", "true").lower() not in ("false", "0", "no")
+        return _pull.pull(self, ref, insecure_options=insecure_options,
+                          registries_d=os.environ.get("SANDBOX_REGISTRIES_D") or None,
+                          tls_verify=tls)
+
     def resolve(self, ref: str) -> ImageRecord:
         """The `ImageRecord` for a name (``:latest`` implied), ``name@digest``,
         digest, or unique digest prefix. Raises `NotFound`, `UsageError`
@@ -724,7 +753,7 @@ class ImageStore:
             archive_digest=ablob,
             size=size, imported_at=imported, allow_setuid=bool(suid),
             overlay_xattr=xns, skipped=tuple(skipped), cleared_setuid=tuple(cleared),
-            layer_seals=tuple(seals), blob_seals=tuple(blob_seals))
+            config_blob=cblob, layer_seals=tuple(seals), blob_seals=tuple(blob_seals))
 
     def list(self) -> list[ImageRecord]:
         """Every image, one record per image (``name`` its first name)."""
