@@ -237,20 +237,22 @@ def verify(obj, ref, as_json, full):
     if as_json:
         d = v.as_dict()
         d.update({"verified": True, "ref": ref, "digest": rec.digest,
-                  "signature": sig_index, "source": _source(v),
+                  "signature": sig_index, "source": _source(v, obj.paths),
                   "ondisk": "full" if full else "fast"})
         click.echo(json.dumps(d, indent=2, sort_keys=True, default=str))
         return
     sig = f"signature {sig_index} ({v.signature_digest[:19]})" if sig_index else \
         f"signature {v.signature_digest[:19]}"
     click.echo(f"verified {rec.name or rec.digest}: {sig} by key {v.primary} "
-               f"(allowed by {_source(v)}); layers match their seals"
+               f"(allowed by {_source(v, obj.paths)}); layers match their seals"
                + (" (full re-hash)" if full else ""))
 
 
-def _source(v) -> str:
-    return "trust store: every name" if v.entry == "root" else \
-        f"trust store prefix {v.entry}" if v.layer in ("config", "vendor") else v.entry
+def _source(v, paths=None) -> str:
+    if paths is not None:
+        from ..trust.policy import source_of
+        return source_of(paths, v.entry, v.primary)
+    return "trust store: every name" if v.entry == "root" else f"trust store prefix {v.entry}"
 
 
 def _signature_index(rec, v):
