@@ -657,7 +657,12 @@ class ImageStore:
         if "@" in ref:
             repo, _, dg = ref.partition("@")
             digest, _ = self._find(db, dg)
-            return digest, repo
+            from ..trust.reference import parse_docker_reference
+            try:
+                repo = parse_docker_reference(repo).repository
+            except ValueError:
+                raise UsageError(f"{ref!r} is not a valid image name") from None
+            return digest, f"{repo}@{dg}"
         m = _HEX_RE.match(ref)
         if m:
             hexpart = m.group(2)
@@ -731,9 +736,17 @@ class ImageStore:
             cleared += meta.get("cleared_setuid", [])
             seals.append((key, meta.get("seal"), meta.get("tree")))
         sigs, sig_blobs = [], []
-        if used is not None:
+        bound = [used] if used is not None else []
+        if used is not None and "@" in used:
+            # REPO@DIGEST: the signatures kept for this image under names of
+            # the same repository (a claim matches a digest reference by
+            # repository, as containers/image's matchRepoDigestOrExact).
+            repo = used.split("@", 1)[0]
+            bound = [n for n in names if n.rpartition(":")[0] == repo
+                     and n.rpartition(":")[0].count("/") == repo.count("/")]
+        for n in bound:
             for (b,) in db.execute("SELECT blob FROM name_signatures WHERE name = ? AND "
-                                   "image = ? ORDER BY idx", (used, digest)):
+                                   "image = ? ORDER BY idx", (n, digest)):
                 sigs.append(self._blob_path(b).read_bytes())
                 sig_blobs.append(b)
         manifest = self._blob_path(mblob).read_bytes() if mblob else None

@@ -177,3 +177,18 @@ def test_corpus_signature_decides_the_same_whatever_was_imported_before(tmp_path
         except Exception:
             got = None
         assert (got == now) if now[0] == "ok" else got is None, (a, b, got, now)
+
+
+def test_digest_reference_uses_only_its_repository_signatures(tmp_path, signer):
+    """REPO@DIGEST verifies with a signature kept for a tag of that
+    repository; another repository naming the same digest gets nothing."""
+    store = _store(tmp_path, signer)
+    d = fx.write_oci_layout(tmp_path / "oci", [_layer()], ref_name=f"{PREFIX}:1")
+    sig = signer.sign_message(signer.fpr, simple_signing_payload(d["manifest"], f"{PREFIX}:1"))
+    rec = store.import_image(tmp_path / "oci", name=f"{PREFIX}:1", signatures=[sig])
+    by_digest = store.resolve(f"{PREFIX}@{rec.digest}")
+    assert by_digest.name == f"{PREFIX}@{rec.digest}" and by_digest.signatures == (sig,)
+    assert store.verify(by_digest).identity == f"{PREFIX}:1"
+    other = store.resolve(f"example.com/other@{rec.digest}")
+    assert other.signatures == ()
+    assert _reason(store.verify, other) == "unsigned"
