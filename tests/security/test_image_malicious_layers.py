@@ -388,4 +388,7 @@ def test_many_deep_parents_stay_fast(env):
     src = env.layout(entries)
     t = time.monotonic()
     env.store.import_image(src, name="example.com/deep:1", insecure_options=("image",))
-    assert time.monotonic() - t < 10
+    # ~3 s on a quiet machine, unpack plus the on-disk seal's walk of the
+    # 18,000 folders (issue 12); quadratic work would take minutes. The
+    # bound leaves room for a CI machine under load.
+    assert time.monotonic() - t < 25
