@@ -96,6 +96,8 @@ PACKAGES=(
     sudo
     # peers for benchmarks, and real OCI images for tests
     bubblewrap crun runc skopeo umoci
+    # a local registry for the image pull tests (started by the tests on 127.0.0.1)
+    docker-registry
     # networking
     nftables iproute2 iptables
     # fresh clones in tests and CI

@@ -55,12 +55,25 @@ class _Bar:
             self.bar.__exit__(None, None, None)
 
 
+def _insecure(text: str) -> tuple:
+    from ..errors import UsageError
+    opts = tuple(o for o in text.split(",") if o)
+    for o in opts:
+        if o != "image":
+            raise UsageError(f"unknown insecure option {o!r}", hint="the only one here is 'image'")
+    if opts:
+        click.echo("sandbox: WARNING: insecure options in use: " + ", ".join(opts)
+                   + " (recorded in the audit log)", err=True)
+    return opts
+
+
 @click.group()
 def image():
     """Import, list, inspect, verify and remove images.
 
     \b
     sandbox image import FILE|DIR [--name REF] [--signature SIG]...
+    sandbox image pull docker://REF [--registries.d DIR]
     sandbox image list [--json]
     sandbox image inspect REF
     sandbox image verify REF
@@ -80,10 +93,15 @@ def image():
               "that holds several (its ref name or tag).")
 @click.option("--allow-setuid", is_flag=True, help="UNSAFE: keep setuid/setgid bits and file "
               "capabilities from the layers.")
+@click.option("--insecure-options", "insecure", metavar="LIST", default="",
+              help="UNSAFE: 'image' keeps an unsigned or untrusted image (recorded).")
 @click.pass_obj
-def import_(obj, source, name, signatures, select, allow_setuid):
-    """Import an OCI layout (folder or tar), docker-archive or ACI file."""
+def import_(obj, source, name, signatures, select, allow_setuid, insecure):
+    """Import an OCI layout (folder or tar), docker-archive or ACI file.
+
+    Its signatures are verified for its name before anything is kept."""
     from ..errors import UsageError
+    opts = _insecure(insecure)
     sigs = []
     for s in signatures:
         with open(s, "rb") as f:
@@ -97,7 +115,8 @@ def import_(obj, source, name, signatures, select, allow_setuid):
     bar = _Bar()
     try:
         rec = _store(obj).import_image(source, name=name, signatures=sigs, select=select,
-                                       allow_setuid=allow_setuid, progress=bar)
+                                       allow_setuid=allow_setuid, progress=bar,
+                                       insecure_options=opts)
     finally:
         bar.close()
     from ..display import escape     # names and member paths come from the archive
@@ -116,14 +135,52 @@ def import_(obj, source, name, signatures, select, allow_setuid):
                    "and run it by name", err=True)
 
 
+@image.command("pull")
+@click.argument("ref")
+@click.option("--name", metavar="REF", help="Name to store it under (default: the docker "
+              "reference; required for oci:, oci-archive:, dir:, docker-archive:).")
+@click.option("--registries.d", "registries_d", metavar="DIR",
+              type=click.Path(exists=True, file_okay=False),
+              help="registries.d folder naming the lookaside signature stores "
+              "(default: skopeo's own).")
+@click.option("--tls-verify/--no-tls-verify", default=True,
+              help="Check the registry's TLS certificate (default: yes).")
+@click.option("--insecure-options", "insecure", metavar="LIST", default="",
+              help="UNSAFE: 'image' keeps an unsigned or untrusted image (recorded).")
+@click.pass_obj
+def pull(obj, ref, name, registries_d, tls_verify, insecure):
+    """Pull an image with skopeo and import it, verified.
+
+    \b
+    REF is docker://NAME[:TAG|@DIGEST], oci:PATH[:REF], oci-archive:PATH,
+    dir:PATH or docker-archive:PATH. Signatures come from the lookaside
+    stores named in registries.d, as for skopeo and podman; nothing is kept
+    unless they verify for the name."""
+    opts = _insecure(insecure)
+    from ..image._pull import pull as do_pull
+    rec = do_pull(_store(obj), ref, name=name, insecure_options=opts,
+                  registries_d=registries_d, tls_verify=tls_verify)
+    click.echo(f"pulled {rec.name} {rec.digest} ({len(rec.layer_dirs)} layer"
+               f"{'s' if len(rec.layer_dirs) != 1 else ''}, {_human(rec.size)}, "
+               f"{len(rec.signatures)} signature{'s' if len(rec.signatures) != 1 else ''})")
+
+
 @image.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON array of images.")
 @click.pass_obj
 def list_(obj, as_json):
-    """List the images in the store."""
+    """List the images in the store.
+
+    \b
+    IMAGE ID  sha256 of the image's configuration document, for every format
+              (OCI/Docker config JSON; an ACI's manifest)
+    DIGEST    sha256 of the registry manifest (what NAME@DIGEST and
+              simple-signing signatures name); <none> for docker-archive
+              and ACI, which have none"""
     recs = _store(obj).list()
     if as_json:
-        out = [{"names": list(r.names), "digest": r.digest, "format": r.format,
+        out = [{"names": list(r.names), "digest": r.digest, "image_id": _image_id(r),
+                "manifest_digest": r.manifest_digest, "format": r.format,
                 "platform": r.platform, "size": r.size, "layers": len(r.layer_dirs),
                 "signatures": len(r.signatures), "imported_at": r.imported_at}
                for r in recs]
@@ -133,12 +190,17 @@ def list_(obj, as_json):
     rows = []
     for r in recs:
         for n in (r.names or ("<none>",)):
-            rows.append((n, _short(r.digest), r.format, _human(r.size),
-                         str(len(r.signatures)), r.imported_at))
-    cols = [Col("NAME", 2, 16), Col("DIGEST"), Col("FORMAT", 1, 6), Col("SIZE"), Col("SIGS"),
-            Col("IMPORTED", 1, 10)]
+            rows.append((n, _short(_image_id(r)),
+                         _short(r.manifest_digest) if r.manifest_digest else "<none>",
+                         r.format, _human(r.size), str(len(r.signatures)), r.imported_at))
+    cols = [Col("NAME", 2, 16), Col("IMAGE ID"), Col("DIGEST"), Col("FORMAT", 1, 6), Col("SIZE"),
+            Col("SIGS"), Col("IMPORTED", 1, 10)]
     for line in format_table(cols, rows):
         click.echo(line)
+
+
+def _image_id(r) -> str:
+    return r.config_blob or r.digest
 
 
 @image.command("inspect")
@@ -151,22 +213,58 @@ def inspect(obj, ref):
 
 @image.command("verify")
 @click.argument("ref")
-@click.option("--json", "as_json", is_flag=True, help="The verification as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="The decision as JSON (on failure too).")
+@click.option("--full", is_flag=True, help="Also hash every file of every layer and every "
+              "kept blob again against the seal taken at import.")
 @click.pass_obj
-def verify(obj, ref, as_json):
-    """Check the image's signatures against the trust store (exit 1 if refused)."""
+def verify(obj, ref, as_json, full):
+    """Check the image's signatures against the trust store and its layers
+    against their seals (exit 1 if refused)."""
+    from ..errors import SandboxError
     store = _store(obj)
-    rec = store.resolve(ref)
-    v = store.verify(rec)
+    rec = None
+    try:
+        rec = store.resolve(ref)
+        v = store.verify(rec)
+        store.check_on_disk(rec, full=full)
+    except SandboxError as e:
+        if not as_json:
+            raise
+        out = {"verified": False, "ref": ref,
+               "name": rec.name if rec else None, "digest": rec.digest if rec else None,
+               "reason": getattr(e, "reason", None) or type(e).__name__,
+               "error": e.message, "hint": e.hint, "ondisk": "full" if full else "fast"}
+        click.echo(json.dumps(out, indent=2, sort_keys=True))
+        raise SystemExit(e.status)
+    sig_index = _signature_index(rec, v)
     if as_json:
-        d = v.as_dict() if hasattr(v, "as_dict") else dict(vars(v))
+        d = v.as_dict()
+        d.update({"verified": True, "ref": ref, "digest": rec.digest,
+                  "signature": sig_index, "source": _source(v, obj.paths),
+                  "ondisk": "full" if full else "fast"})
         click.echo(json.dumps(d, indent=2, sort_keys=True, default=str))
         return
-    signer = getattr(v, "signer", "?")
-    entry = getattr(v, "entry", "?")
+    sig = f"signature {sig_index} ({v.signature_digest[:19]})" if sig_index else \
+        f"signature {v.signature_digest[:19]}"
     from ..display import escape
-    click.echo(escape(f"verified {rec.name or rec.digest}: signed by {signer} "
-                      f"(trusted for {entry})"))
+    click.echo(escape(f"verified {rec.name or rec.digest}: {sig} by key {v.primary} "
+                      f"(allowed by {_source(v, obj.paths)}); layers match their seals"
+                      + (" (full re-hash)" if full else "")))
+
+
+def _source(v, paths=None) -> str:
+    if paths is not None:
+        from ..trust.policy import source_of
+        return source_of(paths, v.entry, v.primary)
+    return "trust store: every name" if v.entry == "root" else f"trust store prefix {v.entry}"
+
+
+def _signature_index(rec, v):
+    import hashlib
+    for i, s in enumerate(rec.signatures, 1):
+        if f"sha256:{hashlib.sha256(s).hexdigest()}" == v.signature_digest:
+            return i
+    return None
 
 
 @image.command("rm")

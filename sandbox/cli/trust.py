@@ -39,6 +39,7 @@ def trust():
     sandbox trust show FINGERPRINT
     sandbox trust refresh KEY.asc                        merge a revocation or new expiry
     sandbox trust remove FINGERPRINT [--prefix P | --root]
+    sandbox trust import-policy /etc/containers/policy.json
     """
 
 
@@ -141,6 +142,40 @@ def _rows(paths):
         d["readable"] = info is not None
         out.append((e, info, d))
     return store, out
+
+
+@trust.command("import-policy")
+@click.argument("policy", type=click.Path(dir_okay=False))
+@click.option("--yes", "-y", is_flag=True, help="Do not ask; trust the keys (for scripts).")
+@click.pass_obj
+def import_policy(obj, policy, yes):
+    """Trust the keys of a containers policy.json (signedBy scopes).
+
+    Shows what would be trusted and what cannot be imported (with why),
+    asks, then trusts each key for its scope as `trust add` does (audited).
+    See docs/images.md for why this is an import and not a live read."""
+    from ..trust import policy as pol
+    plan = pol.plan_policy_import(policy)
+    for k in plan.keys:
+        where = k.scope or "every name (root)"
+        uid = k.candidate.info.uids[0] if k.candidate.info.uids else "(no user id)"
+        click.echo(f"trust {k.candidate.fingerprint} for {where}  ({uid}; {k.origin})")
+    for where, why in plan.skipped:
+        click.echo(f"skip  {where}: {why}")
+    if not plan.keys:
+        click.echo(f"{policy}: nothing to trust.")
+        return
+    if not yes:
+        if not _stdin_is_tty():
+            raise UsageError(f"refusing to trust the keys of {policy} without confirmation: "
+                             "there is no terminal to ask on",
+                             hint="check the keys above, then pass --yes")
+        if not click.confirm(f"Trust these {len(plan.keys)} key(s) to sign images?",
+                             default=False):
+            click.echo("Nothing trusted.", err=True)
+            raise click.exceptions.Exit(1)
+    pol.apply_policy_import(obj.paths, plan)
+    click.echo(f"Trusted {len(plan.keys)} key(s) from {policy}.")
 
 
 @trust.command("list")

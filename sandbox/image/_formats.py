@@ -731,11 +731,14 @@ def plan_aci(path: Path, *, limits: Limits) -> ImportPlan:
                       archive=path)
 
 
-def open_source(path: Path, *, limits: Limits, select: str | None, workdir: Path):
+def open_source(path: Path, *, limits: Limits, select: str | None, workdir: Path,
+                label: str | None = None):
     """(plan, closer) for a folder or file. A compressed tar that is not an
-    ACI is first decompressed into ``workdir`` (bounded by the limits)."""
+    ACI is first decompressed into ``workdir`` (bounded by the limits).
+    ``label`` names the source in messages (the store passes the caller's
+    path while ``path`` is its private copy)."""
     kind = detect(path, limits)
-    label = str(path)
+    label = label or str(path)
     if kind == "compressed":
         if peek_compressed_kind(path, limits) == "aci":
             return plan_aci(path, limits=limits), None

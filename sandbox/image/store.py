@@ -44,7 +44,7 @@ from typing import Callable, Iterable
 
 from ..errors import ArtifactError, CheckFailed, NotFound, UsageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images(
     digest TEXT PRIMARY KEY,
@@ -76,6 +76,20 @@ CREATE TABLE IF NOT EXISTS layers(
 CREATE TABLE IF NOT EXISTS names(
     name TEXT PRIMARY KEY,
     image TEXT NOT NULL REFERENCES images(digest) ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS name_signatures(
+    name TEXT NOT NULL,
+    image TEXT NOT NULL REFERENCES images(digest) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    blob TEXT NOT NULL,
+    added_at TEXT NOT NULL,
+    PRIMARY KEY(name, idx)
+);
+CREATE TABLE IF NOT EXISTS blob_seals(
+    digest TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    ctime_ns INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS signatures(
     image TEXT NOT NULL REFERENCES images(digest) ON DELETE CASCADE,
@@ -134,6 +148,9 @@ class ImageRecord:
     overlay_xattr: str
     skipped: tuple = ()
     cleared_setuid: tuple = ()
+    config_blob: str | None = None  # sha256 of the configuration document (ACI: manifest)
+    layer_seals: tuple = ()     # (key, seal digest, tree digest) per layer
+    blob_seals: tuple = ()      # (digest, path, size, ino, ctime_ns) per kept blob
 
     def to_json(self) -> dict:
         """A JSON-ready view (signatures as digests, manifest parsed)."""
@@ -145,6 +162,8 @@ class ImageRecord:
         d["names"] = list(self.names)
         d["skipped"] = [list(s) for s in self.skipped]
         d["cleared_setuid"] = list(self.cleared_setuid)
+        d["layer_seals"] = [list(x) for x in self.layer_seals]
+        d["blob_seals"] = [list(x) for x in self.blob_seals]
         return d
 
 
@@ -159,15 +178,24 @@ class GcReport:
 
 
 def normalise_ref(ref: str) -> str:
-    """A stored name: ``name[:tag]`` with ``:latest`` added when no tag is
-    given (a tag is a ``:`` after the last ``/``). Raises `UsageError`."""
+    """A stored name, normalised the way Docker and containers/image do
+    (``reference.ParseNormalizedNamed`` then ``TagNameOnly``): ``busybox``
+    -> ``docker.io/library/busybox:latest``, ``example.com/app`` ->
+    ``example.com/app:latest``, ``name@sha256:...`` kept with its digest.
+    Upper case in the repository path, ``..``, empty components and other
+    invalid references are refused with `UsageError`."""
+    from ..trust.reference import parse_docker_reference
     if not isinstance(ref, str) or not _NAME_RE.match(ref) or ".." in ref or "//" in ref:
         raise UsageError(f"{ref!r} is not a valid image name",
                          hint="use letters, digits and . _ - / : such as example.com/app:1.0")
-    if "@" in ref:
-        return ref
-    last = ref.rsplit("/", 1)[-1]
-    return ref if ":" in last else f"{ref}:latest"
+    try:
+        r = parse_docker_reference(ref)
+    except ValueError as e:
+        raise UsageError(f"{ref!r} is not a valid image name ({e})",
+                         hint="repositories are lower case: such as example.com/app:1.0") from None
+    if r.digest is not None:
+        return f"{r.repository}@{r.digest}"
+    return f"{r.repository}:{r.tag or 'latest'}"
 
 
 def _syncfs(path: Path) -> None:
@@ -244,7 +272,9 @@ class ImageStore:
         import hashlib
         digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
         final = self._blob_path(digest)
-        if final.exists():
+        # A stored copy is kept only when it still has its digest: one
+        # changed on disk must not be blessed by the seal of this commit.
+        if _has_digest(final, digest):
             return digest
         tmp = final.parent / f".tmp-{os.urandom(8).hex()}"
         with open(tmp, "xb") as f:
@@ -258,25 +288,54 @@ class ImageStore:
     def _adopt_blob_file(self, tmp: Path, digest: str) -> None:
         final = self._blob_path(digest)
         final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if final.exists():
+        if _has_digest(final, digest):
             tmp.unlink()
             return
         os.chmod(tmp, 0o400)
         os.replace(tmp, final)
+
+    def _forget_blob_seal(self, digest: str) -> None:
+        db = self._db()
+        try:
+            db.execute("DELETE FROM blob_seals WHERE digest = ?", (digest,))
+        finally:
+            db.close()
+
+    def _seal_blobs(self, db, digests) -> None:
+        from ._integrity import blob_seal
+        for d in digests:
+            if d:
+                db.execute("INSERT OR REPLACE INTO blob_seals VALUES (?,?,?,?)",
+                           (d, *blob_seal(str(self._blob_path(d)))))
+
+    def check_on_disk(self, record: "ImageRecord", *, full: bool = False) -> None:
+        """Issue 12: refuse (`ArtifactError` naming the layer and the path)
+        when what the launch would mount is not what was verified. Stat-only
+        unless ``full`` (then every file and blob is hashed again). See
+        `sandbox.image._integrity`."""
+        from ._integrity import check_record
+        check_record(record, full=full)
 
     # ------------------------------------------------------------ import
 
     def import_image(self, source: str | os.PathLike, *, name: str | None = None,
                      signatures: Iterable[bytes] = (), select: str | None = None,
                      allow_setuid: bool = False,
-                     progress: Callable[[int, int], None] | None = None) -> ImageRecord:
+                     progress: Callable[[int, int], None] | None = None,
+                     insecure_options: Iterable[str] = (),
+                     source_label: str | None = None) -> ImageRecord:
         """Import an OCI layout (folder or tar), docker-archive or ACI file.
 
         ``name`` overrides the name the archive carries (``RepoTags``, the
         ``io.containerd.image.name`` or a full ``ref.name`` annotation, the
         ACI ``name:version``); ``select`` picks one image from a layout or
         archive holding several (by ref name or tag). ``signatures`` are
-        stored with the image, unverified. ``allow_setuid`` keeps setuid
+        verified for the image's name before anything is kept (issue 12:
+        an unsigned, untrusted or badly signed image is refused here, as at
+        every launch, unless ``insecure_options`` holds ``"image"``, which
+        is recorded) and kept bound to that name only: another name of the
+        same content never uses them, and a later import under the same
+        name replaces them. ``allow_setuid`` keeps setuid
         and setgid bits (and ``security.capability``): unsafe, recorded.
         ``progress(done_bytes, total_bytes)`` is called as bytes are read.
 
@@ -290,13 +349,29 @@ class ImageStore:
         if name is not None:
             name = normalise_ref(name)
         sigs = [bytes(s) for s in signatures]
+        insecure = tuple(insecure_options)
         with self._lock(exclusive=False):
             ws = Path(os.path.realpath(self.tmp / f"import-{os.urandom(8).hex()}"))
             ws.mkdir(mode=0o700)
             closer = None
             try:
-                plan, closer = _formats.open_source(
-                    source, limits=self.limits, select=select, workdir=ws)
+                # Issue 13 item 9: a file is opened once and copied into the
+                # private workspace while hashed; everything after (format
+                # detection, the index, every layer, the signed archive)
+                # reads that copy, so a file swapped under its name between
+                # two reads cannot pair one archive's signature with
+                # another's layers.
+                private, private_digest = _private_copy(source, ws)
+                from . import _pull
+                if private is None and _pull.is_skopeo_dir(source):
+                    # skopeo's dir: layout, with its signature-N files (issue 12)
+                    plan = _pull.plan_skopeo_dir(source, limits=self.limits,
+                                                 label=source_label or str(source))
+                    sigs = sigs + _pull.read_dir_signatures(source)
+                else:
+                    plan, closer = _formats.open_source(
+                        private or source, limits=self.limits, select=select, workdir=ws,
+                        label=str(source))
                 done = [0]
 
                 def tick(n):
@@ -304,13 +379,19 @@ class ImageStore:
                     if progress is not None:
                         progress(done[0], plan.total_bytes)
                 keep_archive = plan.archive is not None and (plan.format == "aci" or sigs)
+                if keep_archive and plan.format != "aci" and private is not None:
+                    # OpenPGP signatures over a docker/OCI tar cover the file
+                    # as given: the private copy is that file.
+                    plan.archive_blob_file = private
+                    plan.archive_digest = private_digest
                 staged = self._stage_layers(plan, ws, allow_setuid=allow_setuid,
                                             tick=tick, keep_archive=keep_archive)
                 if closer:
                     closer()
                     closer = None
-                rec = self._commit(plan, staged, ws, name=name, sigs=sigs,
-                                   allow_setuid=allow_setuid)
+                rec = self._admit_and_commit(plan, staged, ws, name=name, sigs=sigs,
+                                             allow_setuid=allow_setuid, insecure=insecure,
+                                             source=source_label or str(source))
             finally:
                 if closer:
                     closer()
@@ -320,7 +401,7 @@ class ImageStore:
         from ..audit import record_event
         record_event(self.paths, "image.import", {
             "ref": rec.name, "digest": rec.digest, "format": rec.format,
-            "source": str(source), "layers": len(rec.layer_dirs),
+            "source": source_label or str(source), "layers": len(rec.layer_dirs),
             "signatures": len(rec.signatures), "allow_setuid": rec.allow_setuid,
             "skipped": [str(x) for x in rec.skipped][:100],
             "cleared_setuid": [str(x) for x in rec.cleared_setuid][:100]})
@@ -396,9 +477,13 @@ class ImageStore:
                 "xattr_ns": "trusted" if os.geteuid() == 0 else "user",
                 "allow_setuid": allow_setuid,
             }
+            # Issue 12: seal the verified tree (see _integrity) before it is kept.
+            from ._integrity import build_seal
+            meta.update(build_seal(str(ldir)))
             (ldir / "meta.json").write_text(json.dumps(meta, sort_keys=True))
             staged.append((key + suffix, ldir, meta))
-        if keep_archive and plan.format != "aci":
+        if keep_archive and plan.format != "aci" and \
+                getattr(plan, "archive_blob_file", None) is None:
             # OpenPGP signatures over a docker/OCI tar cover the file as given.
             import hashlib
             h = hashlib.sha256()
@@ -417,7 +502,59 @@ class ImageStore:
         except (OSError, ValueError):
             return None
 
+    def _import_name(self, plan, name):
+        if name:
+            return name
+        for n in plan.names:
+            try:
+                return normalise_ref(n)
+            except UsageError:
+                continue
+        return None
+
+    def _admit_and_commit(self, plan, staged, ws, *, name, sigs, allow_setuid,
+                          insecure=(), source=None) -> ImageRecord:
+        """Verify the staged image for the name it will be stored under
+        (issue 12: at import as at every launch), then commit it. With
+        ``"image"`` in ``insecure`` the check is skipped and the import is
+        recorded as insecure."""
+        who = self._import_name(plan, name)
+        if "image" in insecure:
+            from ..audit import record_event
+            record_event(self.paths, "insecure-option", {
+                "option": "image", "stage": "import", "ref": who,
+                "digest": plan.digest, "source": source, "signatures": len(sigs)})
+        else:
+            self._verify_staged(plan, who, sigs)
+        return self._commit(plan, staged, ws, name=who, sigs=sigs,
+                            allow_setuid=allow_setuid)
+
+    def _verify_staged(self, plan, who, sigs):
+        from ..errors import VerificationError
+        if not who:
+            raise VerificationError(
+                f"image {plan.digest} has no name to verify its signatures against",
+                reason="unsigned",
+                hint="import it with --name REF (signatures are bound to a name), or "
+                     "with --insecure-options=image (recorded)")
+        if not sigs:
+            raise VerificationError(
+                f"image {who} is not signed; refusing to import it",
+                reason="unsigned",
+                hint="give its signature with --signature SIG, or import it with "
+                     "--insecure-options=image (recorded)")
+        from ..trust import verify_any
+        archive = getattr(plan, "archive_blob_file", None)
+        v = verify_any(self.paths, who, manifest=plan.manifest,
+                       archive_path=Path(archive) if archive else None,
+                       archive_digest=getattr(plan, "archive_digest", None) if archive else None,
+                       signatures=list(sigs))
+        if plan.format == "aci":
+            _check_aci_name(plan.config or {}, who)
+        return v
+
     def _commit(self, plan, staged, ws, *, name, sigs, allow_setuid) -> ImageRecord:
+        self._ensure()
         # Step 4: make the verified content visible under its final names.
         for key, ldir, _meta in staged:
             if ldir is None:
@@ -442,13 +579,6 @@ class ImageStore:
         # half-written layers.
         _syncfs(self.root)
         names = [name] if name else []
-        if not names:
-            for n in plan.names:
-                try:
-                    names.append(normalise_ref(n))
-                    break
-                except UsageError:
-                    continue
         size = sum(m.get("size", 0) for _, _, m in staged)
         xattr_ns = "trusted" if os.geteuid() == 0 else "user"
         # Step 5: one transaction; before it commits no reader sees the image.
@@ -489,9 +619,14 @@ class ImageStore:
                             json.dumps(meta, sort_keys=True)))
             for n in names:
                 db.execute("INSERT OR REPLACE INTO names VALUES (?,?)", (n, plan.digest))
-            for b in sig_blobs:
-                db.execute("INSERT OR IGNORE INTO signatures VALUES (?,?,?)",
-                           (plan.digest, b, _now()))
+                # Issue 12: signatures belong to (name, image), replaced as a
+                # whole by each import under that name: the decision for a
+                # name never depends on what other imports left behind.
+                db.execute("DELETE FROM name_signatures WHERE name = ?", (n,))
+                for idx, b in enumerate(sig_blobs):
+                    db.execute("INSERT INTO name_signatures VALUES (?,?,?,?,?)",
+                               (n, plan.digest, idx, b, _now()))
+            self._seal_blobs(db, [manifest_blob, config_blob, archive_blob, *sig_blobs])
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -522,7 +657,12 @@ class ImageStore:
         if "@" in ref:
             repo, _, dg = ref.partition("@")
             digest, _ = self._find(db, dg)
-            return digest, repo
+            from ..trust.reference import parse_docker_reference
+            try:
+                repo = parse_docker_reference(repo).repository
+            except ValueError:
+                raise UsageError(f"{ref!r} is not a valid image name") from None
+            return digest, f"{repo}@{dg}"
         m = _HEX_RE.match(ref)
         if m:
             hexpart = m.group(2)
@@ -536,6 +676,26 @@ class ImageStore:
         raise NotFound(f"image {ref!r} is not in the store",
                        hint="'sandbox image list' shows the images; "
                             "'sandbox image import FILE' adds one")
+
+    def resolve_or_pull(self, ref: str, *, insecure_options=()) -> ImageRecord:
+        """`resolve`, except that a ``docker://REF`` missing from the store
+        is pulled first (issue 12; `sandbox run docker://REF`). The lookaside
+        stores come from ``$SANDBOX_REGISTRIES_D`` when set, else skopeo's
+        own registries.d; ``SANDBOX_PULL_TLS_VERIFY=false`` talks to the
+        registry without TLS checks (the signatures are checked all the same;
+        a warning says so)."""
+        from . import _pull
+        if not (isinstance(ref, str) and ref.startswith("docker://")):
+            return self.resolve(ref)
+        _src, name = _pull.parse_pull_ref(ref, None)
+        try:
+            return self.resolve(name)
+        except NotFound:
+            pass
+        tls = os.environ.get("SANDBOX_PULL_TLS_VERIFY", "true").lower() not in ("false", "0", "no")
+        return _pull.pull(self, ref, insecure_options=insecure_options,
+                          registries_d=os.environ.get("SANDBOX_REGISTRIES_D") or None,
+                          tls_verify=tls)
 
     def resolve(self, ref: str) -> ImageRecord:
         """The `ImageRecord` for a name (``:latest`` implied), ``name@digest``,
@@ -563,7 +723,7 @@ class ImageStore:
         layers = [r[0] for r in db.execute(
             "SELECT layer FROM image_layers WHERE image = ? ORDER BY idx", (digest,))]
         layer_dirs = []
-        skipped, cleared = [], []
+        skipped, cleared, seals = [], [], []
         for key in layers:
             d = self.layers / key / "root"
             if not d.is_dir():
@@ -574,11 +734,29 @@ class ImageStore:
             meta = json.loads(lm[0]) if lm else {}
             skipped += [tuple(s) for s in meta.get("skipped", [])]
             cleared += meta.get("cleared_setuid", [])
-        sigs = []
-        for (b,) in db.execute("SELECT blob FROM signatures WHERE image = ? ORDER BY added_at, blob",
-                               (digest,)):
-            sigs.append(self._blob_path(b).read_bytes())
+            seals.append((key, meta.get("seal"), meta.get("tree")))
+        sigs, sig_blobs = [], []
+        bound = [used] if used is not None else []
+        if used is not None and "@" in used:
+            # REPO@DIGEST: the signatures kept for this image under names of
+            # the same repository (a claim matches a digest reference by
+            # repository, as containers/image's matchRepoDigestOrExact).
+            repo = used.split("@", 1)[0]
+            bound = [n for n in names if n.rpartition(":")[0] == repo
+                     and n.rpartition(":")[0].count("/") == repo.count("/")]
+        for n in bound:
+            for (b,) in db.execute("SELECT blob FROM name_signatures WHERE name = ? AND "
+                                   "image = ? ORDER BY idx", (n, digest)):
+                sigs.append(self._blob_path(b).read_bytes())
+                sig_blobs.append(b)
         manifest = self._blob_path(mblob).read_bytes() if mblob else None
+        blob_seals = []
+        kept = [mblob, cblob, ablob] + [b for b in sig_blobs]
+        for b in dict.fromkeys(x for x in kept if x):
+            r = db.execute("SELECT size, ino, ctime_ns FROM blob_seals WHERE digest = ?",
+                           (b,)).fetchone()
+            # a blob without a seal row is refused by the on-disk check
+            blob_seals.append((b, str(self._blob_path(b)), *(r or (-1, -1, -1))))
         return ImageRecord(
             name=used, names=names, digest=digest, format=fmt, platform=platform,
             layer_dirs=tuple(layer_dirs), config=json.loads(config),
@@ -587,7 +765,8 @@ class ImageStore:
             archive_path=str(self._blob_path(ablob)) if ablob else None,
             archive_digest=ablob,
             size=size, imported_at=imported, allow_setuid=bool(suid),
-            overlay_xattr=xns, skipped=tuple(skipped), cleared_setuid=tuple(cleared))
+            overlay_xattr=xns, skipped=tuple(skipped), cleared_setuid=tuple(cleared),
+            config_blob=cblob, layer_seals=tuple(seals), blob_seals=tuple(blob_seals))
 
     def list(self) -> list[ImageRecord]:
         """Every image, one record per image (``name`` its first name)."""
@@ -618,6 +797,7 @@ class ImageStore:
                     "SELECT 1 FROM names WHERE name = ?", (used,)).fetchone() is not None
                 if by_name:
                     db.execute("DELETE FROM names WHERE name = ?", (used,))
+                    db.execute("DELETE FROM name_signatures WHERE name = ?", (used,))
                     removed.append(used)
                 left = db.execute("SELECT COUNT(*) FROM names WHERE image = ?",
                                   (digest,)).fetchone()[0]
@@ -658,6 +838,7 @@ class ImageStore:
             for row in db.execute("SELECT manifest_blob, config_blob, archive_blob FROM images"):
                 used_blobs.update(b for b in row if b)
             used_blobs.update(r[0] for r in db.execute("SELECT blob FROM signatures"))
+            used_blobs.update(r[0] for r in db.execute("SELECT blob FROM name_signatures"))
         finally:
             db.close()
         # The exclusive lock means no import is running: every workspace and
@@ -682,6 +863,7 @@ class ImageStore:
                     report.temporary += 1
                 elif digest not in used_blobs:
                     blob.unlink()
+                    self._forget_blob_seal(digest)
                     report.blobs += 1
                     report.removed.append(digest)
         return report
@@ -714,24 +896,71 @@ class ImageStore:
             archive_digest=record.archive_digest,
             signatures=list(record.signatures))
         if record.format == "aci":
-            _check_aci_name(record, who)
+            _check_aci_name(record.config, who)
         return v
 
 
-def _check_aci_name(record: ImageRecord, who: str) -> None:
+def _has_digest(path: Path, digest: str) -> bool:
+    import hashlib
+    algo = digest.partition(":")[0]
+    try:
+        h = hashlib.new(algo)
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except (OSError, ValueError):
+        return False
+    return f"{algo}:{h.hexdigest()}" == digest
+
+
+def _private_copy(source: Path, ws: Path):
+    """(copy, "sha256:<hex>") of a regular file, read through one open file
+    description into the workspace; (None, None) for a folder."""
+    import hashlib
+    import stat as _stat
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise UsageError(f"{source}: no such file or folder") from None
+    except OSError as e:
+        raise UsageError(f"{source}: cannot open it ({e.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if _stat.S_ISDIR(st.st_mode):
+            return None, None
+        if not _stat.S_ISREG(st.st_mode):
+            raise UsageError(f"{source}: not a regular file or folder",
+                             hint="give an OCI layout, a docker-archive or an ACI file")
+        dst = ws / "source.blob"
+        h = hashlib.sha256()
+        with os.fdopen(fd, "rb", closefd=False) as f, open(dst, "xb") as out:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+                out.write(chunk)
+        return dst, f"sha256:{h.hexdigest()}"
+    finally:
+        os.close(fd)
+
+
+def _check_aci_name(config: dict, who: str) -> None:
     """An ACI's signature covers its manifest, and so the name the manifest
     gives the image: like the identity of a simple-signing claim, the name
     it is run by (tag and digest aside) must be that name (rkt checked the
     same), else a key's signature on one image would let it run as any
     other name under the key's prefix. Images stored before the name was
     recorded are not checked."""
-    signed = (record.config.get("Labels") or {}).get("appc.name")
+    signed = ((config or {}).get("Labels") or {}).get("appc.name")
     if not signed:
         return
     repo = who.split("@", 1)[0]
     head, sep, last = repo.rpartition("/")
     repo = head + sep + last.split(":", 1)[0]
-    if repo != signed:
+    try:
+        from ..trust.reference import parse_docker_reference
+        signed_repo = parse_docker_reference(signed).repository
+    except ValueError:
+        signed_repo = signed
+    if repo not in (signed, signed_repo):
         from ..errors import VerificationError
         raise VerificationError(
             f"image {who} is an ACI that names itself {signed}: its signature covers "

@@ -24,7 +24,7 @@ from ..runtime.spec import Volume
 
 #: Options that weaken the sandbox and the only way to ask for them
 #: (STYLE: unsafe is loud). Each use is recorded in the audit log.
-INSECURE_OPTIONS = ("image", "userns")
+INSECURE_OPTIONS = ("image", "ondisk", "userns")
 
 
 class Request(NamedTuple):

@@ -212,10 +212,13 @@ def resolve_image(request: Request, paths) -> ImageInfo:
     DESIGN §2 step 4). `NotFound` or `VerificationError` otherwise."""
     from ..image import ImageStore
     store = ImageStore(paths)
-    rec = store.resolve(request.image)
+    # issue 12: `run docker://REF` pulls (verified) when missing
+    rec = store.resolve_or_pull(request.image, insecure_options=request.insecure_options)
     verification = None
     if "image" not in request.insecure_options:
         verification = store.verify(rec)
+    if "ondisk" not in request.insecure_options:    # issue 12: what runs is what was verified
+        store.check_on_disk(rec)
     return ImageInfo(request.image, rec, verification)
 
 
@@ -261,7 +264,8 @@ def apply_image_config(profile, image: ImageInfo, argv: tuple[str, ...], request
     if "process.env" in values:
         profile = apply_values(profile, {"process.env": values["process.env"]},
                                env_origin or IMAGE_ORIGIN)
-    return full, profile
+    from ..image.isolators import apply_aci_isolators   # issue 12: never ignored
+    return full, apply_aci_isolators(rec, profile)
 
 
 def apply_home(profile, root_kind: str):

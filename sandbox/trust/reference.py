@@ -94,26 +94,20 @@ def identity_matches(signed: str, name: str) -> tuple[bool, str]:
     name being run? Returns (matches, why-not).
 
     The rule: containers/image's default ``matchRepoDigestOrExact``
-    (docs/containers-policy.json.5.md), with docker's default tag:
+    (docs/containers-policy.json.5.md, signature/policy_reference_match.go):
 
     1. Both sides are normalised with `parse_docker_reference`; an invalid
        reference on either side never matches (``UPPERCASEISINVALID``).
-    2. A side with neither tag nor digest gets the tag ``latest``, on both
-       sides. So ``testing/manifest`` and ``testing/manifest:latest`` are
-       one name (as in ``docker run`` and in this project's image store,
-       which stores ``name`` as ``name:latest``).
+    2. The name being run gets docker's default tag ``latest`` when it has
+       neither tag nor digest (``TagNameOnly``: the image store holds
+       ``name`` as ``name:latest``). The claim gets nothing added.
     3. If ``name`` carries a digest (``repo@sha256:...``): the repositories
        must be equal, the signature's tag does not matter (the caller
        checks that the name's digest is the manifest's digest).
-    4. Otherwise the two must be equal exactly, tag included:
-       ``:v1`` never matches a claim of ``:v2`` or of ``latest``.
-
-    Differences, on purpose: containers/image refuses a claim with no tag
-    at all (its fixture ``image.signature`` claims ``testing/manifest``),
-    where rule 2 reads it as ``:latest``; ``skopeo standalone-verify``
-    compares the strings exactly after normalisation, so it tells
-    ``testing/manifest`` from ``testing/manifest:latest`` and, for
-    ``@digest`` names, wants the claim to carry that digest.
+    4. Otherwise the two must be equal exactly, tag included: ``:v1`` never
+       matches a claim of ``:v2``, and a claim naming only the repository
+       (``example.com/app``) matches no tagged name, ``:latest`` included,
+       as containers/image and skopeo refuse it.
     """
     try:
         s = parse_docker_reference(signed)
@@ -127,6 +121,10 @@ def identity_matches(signed: str, name: str) -> tuple[bool, str]:
         if s.repository == n.repository:
             return True, ""
         return False, f"the signature is for {signed!r}, not for repository {n.repository}"
-    if _with_default_tag(s) == _with_default_tag(n):
+    n = _with_default_tag(n)
+    if s.tag is None and s.digest is None:
+        return False, (f"the signature names only the repository {signed!r}, "
+                       f"which does not match the tagged name {n}")
+    if s == n:
         return True, ""
-    return False, f"the signature is for {signed!r}, not for {name!r}"
+    return False, f"the signature is for {signed!r}, not for {str(n)!r}"

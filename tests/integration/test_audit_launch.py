@@ -88,7 +88,7 @@ def mixed(tmp_path_factory):
     root = tmp / "root"
     rootfs = fx.busybox_rootfs(tmp / "rootfs")
     fx.write_oci_layout(tmp / "oci", [fx.tar_dir(rootfs)], ref_name=IMAGE)
-    sbx(root, "image", "import", str(tmp / "oci"), ok=0)
+    sbx(root, "image", "import", "--insecure-options=image", str(tmp / "oci"), ok=0)
     broken = tmp / "broken"
     broken.mkdir()
     text = (REPO / "profiles" / "default.toml").read_text()
@@ -112,7 +112,8 @@ def mixed(tmp_path_factory):
     recs = log_records(root)
     # Only the launch path's kinds matter here (image import may add its own).
     path = [(r["kind"], (r["data"].get("profile") or {}).get("name"))
-            for r in recs if r["kind"] in ("launch", "exit", "refusal", "insecure-option")]
+            for r in recs if r["kind"] in ("launch", "exit", "refusal", "insecure-option")
+            and r["data"].get("stage") != "import"]
     # the unknown profile is a typo, not a refusal (issue 14): not recorded
     assert [k for k, _ in path] == ["launch", "exit", "launch", "exit", "launch", "exit",
                                     "insecure-option", "launch", "exit",
@@ -120,8 +121,11 @@ def mixed(tmp_path_factory):
     seq = {}
     launches = [r for r in recs if r["kind"] == "launch"]
     seq["default"], seq["strict"], seq["unconfined"], seq["image"] = (r["seq"] for r in launches)
-    seq["insecure"] = next(r["seq"] for r in recs if r["kind"] == "insecure-option")
+    seq["insecure"] = next(r["seq"] for r in recs if r["kind"] == "insecure-option"
+                           and r["data"].get("stage") != "import")
     seq["refusals"] = [r["seq"] for r in recs if r["kind"] == "refusal"]
+    seq["import_insecure"] = {r["seq"] for r in recs if r["kind"] == "insecure-option"
+                              and r["data"].get("stage") == "import"}
     return root, recs, seq
 
 
@@ -175,8 +179,10 @@ def test_mixed_run_report_fails_exactly_the_expected_controls(mixed):
     got = failed(rep)
     expected = {c: {seq["unconfined"]} for c in UNCONFINED_FAILS}
     expected.update({c: {seq["image"]} for c in IMAGE_FAILS})
-    # the insecure option belongs to a recorded launch: SBX-PRIV-02 judges it,
-    # SBX-PRIV-06 (break-glass outside a launch) does not fire too (issue 14)
+    # the insecure option of a recorded launch is judged by SBX-PRIV-02 (issue
+    # 14); the unsigned image's import was insecure too (issue 12), outside
+    # any launch: SBX-PRIV-06 (break-glass outside a launch) fires for it
+    expected["SBX-PRIV-06"] = set(seq["import_insecure"])
     expected["SBX-LOG-02"] = set(seq["refusals"])
     assert got == expected
     st = status_of(rep)

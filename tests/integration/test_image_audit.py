@@ -32,7 +32,7 @@ def test_image_import_and_rm_are_recorded_and_the_chain_verifies(tmp_path):
     layout = tmp_path / "oci"
     fx.write_oci_layout(layout, [tar], ref_name="example.com/audit/img:1",
                         config=fx.image_config([fx.sha256(tar)]))
-    r = subprocess.run([SANDBOX, "--root", str(root), "image", "import", str(layout),
+    r = subprocess.run([SANDBOX, "--root", str(root), "image", "import", "--insecure-options=image", str(layout),
                         "--name", "example.com/audit/img:1"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     (imp,) = _records(root, "image.import")
@@ -53,7 +53,7 @@ def test_a_refused_import_writes_no_import_record(tmp_path):
     root = tmp_path / "sb"
     bad = tmp_path / "not-an-image.tar"
     bad.write_bytes(b"garbage")
-    r = subprocess.run([SANDBOX, "--root", str(root), "image", "import", str(bad)],
+    r = subprocess.run([SANDBOX, "--root", str(root), "image", "import", "--insecure-options=image", str(bad)],
                        capture_output=True, text=True)
     assert r.returncode != 0
     assert "Traceback" not in r.stderr

@@ -136,7 +136,10 @@ def refused(r, status: int, *words: str) -> str:
 def import_signed(sroot, signer, kind, tmp, base_tar, rootfs, name, *, as_name=None, **kw):
     src, mdigest = build_image(kind, tmp, base_tar, rootfs, name, **kw)
     sig = sign(signer, kind, src, mdigest, name)
-    args = ["image", "import", str(src), "--signature", str(sig)]
+    # Imported insecurely: these tests are about the check at every launch
+    # (the key is trusted later, or never); the check at import has its own
+    # tests (test_image_import_verification.py).
+    args = ["image", "import", str(src), "--signature", str(sig), "--insecure-options=image"]
     if as_name:
         args += ["--name", as_name]
     r = ok(sb(sroot, *args))
@@ -171,7 +174,7 @@ def test_signed_image_runs_until_its_key_is_removed(kind, sroot, tmp_path, signe
     r = ok(sb(sroot, "run", name))                 # the image's own Cmd / app.exec
     assert r.stdout == "from-image-cmd\n"
     r = ok(sb(sroot, "image", "verify", name))
-    assert f"signed by {signer.fpr}" in r.stdout and f"trusted for {PREFIX}" in r.stdout
+    assert f"by key {signer.fpr}" in r.stdout and f"trust store prefix {PREFIX}" in r.stdout
     # the launch record names the image, its digest and who signed it
     launches = [rec for rec in audit_records(sroot) if rec["kind"] == "launch"]
     img = launches[-1]["data"]["image"]
@@ -218,7 +221,7 @@ def test_unsigned_image_refused_then_runs_with_insecure_option(sroot, tmp_path, 
                                                                rootfs):
     name = "example.net/unsigned:1"
     src, _ = build_image("oci", tmp_path, base_tar, rootfs, name)
-    ok(sb(sroot, "image", "import", str(src)))
+    ok(sb(sroot, "image", "import", "--insecure-options=image", str(src)))
     refused(sb(sroot, "run", name, "--", "/bin/sh", "-c", "echo ok"), 125, name, "not signed")
     refused(sb(sroot, "image", "verify", name), 1, name, "not signed")
 
@@ -227,7 +230,9 @@ def test_unsigned_image_refused_then_runs_with_insecure_option(sroot, tmp_path, 
     assert "WARNING" in r.stderr and "image" in r.stderr
     recs = audit_records(sroot)
     ins = [rec for rec in recs if rec["kind"] == "insecure-option"]
-    assert len(ins) == 1
+    assert len(ins) == 2
+    assert ins[0]["data"]["stage"] == "import" and ins[0]["data"]["ref"] == name
+    ins = ins[1:]
     assert ins[0]["data"]["option"] == "image"
     assert ins[0]["data"]["image"]["ref"] == name
     launch = [rec for rec in recs if rec["kind"] == "launch"][-1]["data"]
@@ -239,7 +244,7 @@ def test_unsigned_image_refused_then_runs_with_insecure_option(sroot, tmp_path, 
 def test_insecure_option_is_spelled_only_image(sroot, tmp_path, base_tar, rootfs):
     name = "example.net/unsigned:2"
     src, _ = build_image("oci", tmp_path, base_tar, rootfs, name)
-    ok(sb(sroot, "image", "import", str(src)))
+    ok(sb(sroot, "image", "import", "--insecure-options=image", str(src)))
     r = sb(sroot, "run", "--insecure-options=all", name, "--", "/bin/true")
     assert r.returncode in (2, 125) and "unknown insecure option" in r.stderr
     assert not [rec for rec in audit_records(sroot) if rec["kind"] == "launch"]
@@ -254,7 +259,8 @@ def test_simple_signing_claim_on_docker_archive_is_refused_with_a_clear_reason(
     sig = tmp_path / "claim.sig"
     sig.write_bytes(signer.sign_message(signer.fpr,
                                         simple_signing_payload(fx.sha256(b"x"), name)))
-    ok(sb(sroot, "image", "import", str(src), "--signature", str(sig)))
+    ok(sb(sroot, "image", "import", str(src), "--signature", str(sig),
+          "--insecure-options=image"))
     ok(sb(sroot, "trust", "add", str(keyfile), "--prefix", PREFIX, "--yes"))
     reason = refused(sb(sroot, "run", name, "--", "/bin/true"), 125, name,
                      "simple-signing claim", "no manifest")
@@ -312,7 +318,7 @@ def test_oci_entrypoint_keeps_command_as_arguments(sroot, tmp_path, base_tar, ro
     cfg = fx.image_config([fx.sha256(base_tar)], entrypoint=("/bin/echo", "entry"),
                           cmd=("default-arg",))
     fx.write_oci_layout(tmp_path / "oci", tars, ref_name=name, config=cfg)
-    ok(sb(sroot, "image", "import", str(tmp_path / "oci")))
+    ok(sb(sroot, "image", "import", "--insecure-options=image", str(tmp_path / "oci")))
     r = ok(sb(sroot, "run", "--insecure-options=image", name))
     assert r.stdout == "entry default-arg\n"
     r = ok(sb(sroot, "run", "--insecure-options=image", name, "--", "given"))
@@ -379,7 +385,7 @@ def test_aci_signed_for_one_name_renamed_to_another_under_the_prefix_is_refused(
     assert refusal["reason"] == "identity-mismatch"
     # under its own name (another tag is fine: the ACI version is not signed
     # into the name), it runs
-    ok(sb(sroot, "image", "import", str(tmp_path / "image.aci"), "--name",
+    ok(sb(sroot, "image", "import", "--insecure-options=image", str(tmp_path / "image.aci"), "--name",
           f"{PREFIX}/debug-shell:2", "--signature", str(tmp_path / "image.aci.sig")))
     assert ok(sb(sroot, "run", f"{PREFIX}/debug-shell:2", "--", "/bin/echo", "ran")).stdout \
         == "ran\n"

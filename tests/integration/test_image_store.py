@@ -98,7 +98,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="overlay mount and chr
 @pytest.mark.parametrize("kind", KINDS)
 def test_busybox_imports_lists_inspects_runs_and_removes(kind, tmp_path, root, base_tar, rootfs):
     src, name = make_image(kind, tmp_path, base_tar, rootfs)
-    r = run_cli(root, "image", "import", str(src))
+    r = run_cli(root, "image", "import", "--insecure-options=image", str(src))
     assert f"imported {name}" in r.output
     lst = json.loads(run_cli(root, "image", "list", "--json").output)
     assert [i["names"] for i in lst] == [[name]]
@@ -156,7 +156,7 @@ def _whiteout_image(tmp: Path, base_tar: bytes) -> Path:
 def test_whiteouts_become_overlay_whiteouts(tmp_path, root, base_tar):
     import stat
     store = ImageStore(Paths.resolve(root))
-    rec = store.import_image(_whiteout_image(tmp_path, base_tar), name="example.com/wh:1")
+    rec = store.import_image(_whiteout_image(tmp_path, base_tar), name="example.com/wh:1", insecure_options=("image",))
     assert len(rec.layer_dirs) == 2
     top = Path(rec.layer_dirs[1])
     st = os.lstat(top / "etc" / "removeme")
@@ -170,7 +170,7 @@ def test_whiteouts_become_overlay_whiteouts(tmp_path, root, base_tar):
 @needs_root
 def test_whiteouts_apply_on_a_real_overlay(tmp_path, root, base_tar):
     store = ImageStore(Paths.resolve(root))
-    rec = store.import_image(_whiteout_image(tmp_path, base_tar), name="example.com/wh:1")
+    rec = store.import_image(_whiteout_image(tmp_path, base_tar), name="example.com/wh:1", insecure_options=("image",))
     p = _overlay_run(list(rec.layer_dirs), tmp_path,
                      "ls /etc; echo ---; ls /data; echo ---; cat /keep")
     assert p.returncode == 0, p.stderr
@@ -184,10 +184,10 @@ def test_layers_are_shared_and_unpacked_once(tmp_path, root, base_tar):
     store = ImageStore(Paths.resolve(root))
     fx.write_oci_layout(tmp_path / "a", [base_tar, fx.build_tar([fx.entry("a", data=b"a")])])
     fx.write_oci_layout(tmp_path / "b", [base_tar, fx.build_tar([fx.entry("b", data=b"b")])])
-    ra = store.import_image(tmp_path / "a", name="example.com/a")
+    ra = store.import_image(tmp_path / "a", name="example.com/a", insecure_options=("image",))
     marker = Path(ra.layer_dirs[0]) / "marker-from-first-import"
     marker.write_text("x")
-    rb = store.import_image(tmp_path / "b", name="example.com/b")
+    rb = store.import_image(tmp_path / "b", name="example.com/b", insecure_options=("image",))
     assert ra.layer_dirs[0] == rb.layer_dirs[0] and marker.exists()
     assert ra.name == "example.com/a:latest"
     store.remove("example.com/a")
@@ -200,7 +200,7 @@ def test_refs_by_digest_prefix_and_missing(tmp_path, root, base_tar):
     from sandbox.errors import NotFound
     store = ImageStore(Paths.resolve(root))
     fx.write_oci_layout(tmp_path / "a", [base_tar])
-    rec = store.import_image(tmp_path / "a", name="example.com/a:1")
+    rec = store.import_image(tmp_path / "a", name="example.com/a:1", insecure_options=("image",))
     assert store.resolve(rec.digest).digest == rec.digest
     assert store.resolve(rec.digest.split(":")[1][:12]).name == "example.com/a:1"
     with pytest.raises(NotFound):
@@ -216,16 +216,16 @@ def test_multi_arch_index_chooses_host_platform(tmp_path, root, base_tar):
     dest = tmp_path / "multi"
     shutil.copytree(tmp_path / "arm", dest)
     fx.write_oci_layout(dest, [base_tar], extra_manifests=arm_index["manifests"])
-    rec = ImageStore(Paths.resolve(root)).import_image(dest, name="example.com/multi:1")
+    rec = ImageStore(Paths.resolve(root)).import_image(dest, name="example.com/multi:1", insecure_options=("image",))
     assert rec.platform == "linux/amd64"
     with pytest.raises(ArtifactError, match="no linux/amd64 image.*linux/arm64"):
-        ImageStore(Paths.resolve(root)).import_image(tmp_path / "arm", name="x:1")
+        ImageStore(Paths.resolve(root)).import_image(tmp_path / "arm", name="x:1", insecure_options=("image",))
 
 
 def test_signatures_are_kept_and_verification_is_one_call(tmp_path, root, base_tar, rootfs):
     store = ImageStore(Paths.resolve(root))
     src, name = make_image("aci-gzip", tmp_path, base_tar, rootfs)
-    rec = store.import_image(src)
+    rec = store.import_image(src, insecure_options=("image",))
     with pytest.raises(VerificationError) as ei:
         store.verify(rec)
     assert ei.value.reason == "unsigned"
@@ -233,7 +233,12 @@ def test_signatures_are_kept_and_verification_is_one_call(tmp_path, root, base_t
     assert r.exit_code == 1 or isinstance(r.exception, VerificationError)
     sig = tmp_path / "busybox.aci.asc"
     sig.write_bytes(b"-----BEGIN PGP SIGNATURE-----\nnot really\n-----END PGP SIGNATURE-----\n")
-    run_cli(root, "image", "import", str(src), "--signature", str(sig))
+    # a bad signature is refused at import, and nothing changes
+    r = run_cli(root, "image", "import", str(src), "--signature", str(sig), ok=False)
+    assert isinstance(r.exception, VerificationError) or r.exit_code == 1
+    assert store.resolve(name).signatures == ()
+    run_cli(root, "image", "import", str(src), "--signature", str(sig),
+            "--insecure-options=image")
     rec = store.resolve(name)
     assert rec.signatures == (sig.read_bytes(),)
     assert Path(rec.archive_path).read_bytes() == src.read_bytes()
@@ -256,7 +261,11 @@ def test_signed_aci_verifies_for_its_prefix_only(tmp_path, root, base_tar, rootf
     rec = store.import_image(src, signatures=[sig])
     v = store.verify(rec)
     assert v.signer == fpr and v.entry == "example.com/busybox"
-    rec2 = store.import_image(src, name="example.com/other:1", signatures=[sig])
+    with pytest.raises(VerificationError) as ei:
+        store.import_image(src, name="example.com/other:1", signatures=[sig])
+    assert ei.value.reason == "wrong-prefix"
+    rec2 = store.import_image(src, name="example.com/other:1", signatures=[sig],
+                              insecure_options=("image",))
     with pytest.raises(VerificationError):
         store.verify(rec2)
 
@@ -267,10 +276,10 @@ corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"corpus absent: {CORPUS
 
 @corpus
 @pytest.mark.parametrize("rel,select,expect", [
-    ("containers-image/almostempty.tar", None, ("docker-archive", "emptyimage:latest",
+    ("containers-image/almostempty.tar", None, ("docker-archive", "docker.io/library/emptyimage:latest",
                                                 ["emptyfile"])),
     ("go-containerregistry/test_image_1.tar", None, ("docker-archive",
-                                                     "bazel/v1/tarball:test_image_1", None)),
+                                                     "docker.io/bazel/v1/tarball:test_image_1", None)),
     ("go-containerregistry/test_index_one_image", None, ("oci", None, ["test"])),
     ("go-containerregistry/test_index", "1", ("oci", None, ["bar", "foo"])),
     ("go-containerregistry/test_index", "2", ("oci", None, ["bat", "baz"])),
@@ -280,7 +289,7 @@ corpus = pytest.mark.skipif(not CORPUS.is_dir(), reason=f"corpus absent: {CORPUS
 def test_corpus_archive_imports(rel, select, expect, root):
     fmt, name, files = expect
     store = ImageStore(Paths.resolve(root))
-    rec = store.import_image(CORPUS / rel, select=select)
+    rec = store.import_image(CORPUS / rel, select=select, insecure_options=("image",))
     assert rec.format == fmt
     assert rec.name == name
     if files is not None:
@@ -293,7 +302,7 @@ def test_corpus_archive_imports(rel, select, expect, root):
 @corpus
 def test_corpus_index_with_two_images_refused_with_reason(root):
     with pytest.raises(ArtifactError) as ei:
-        ImageStore(Paths.resolve(root)).import_image(CORPUS / "go-containerregistry/test_index")
+        ImageStore(Paths.resolve(root)).import_image(CORPUS / "go-containerregistry/test_index", insecure_options=("image",))
     assert "holds 2 linux/amd64 images" in str(ei.value)
     assert "--select" in ei.value.hint
 
@@ -307,7 +316,7 @@ def test_every_corpus_archive_imports_or_is_refused_with_reason(root):
             continue
         seen += 1
         try:
-            store.import_image(p)
+            store.import_image(p, insecure_options=("image",))
         except ArtifactError as e:
             assert e.message and str(p) in e.message
     assert seen >= 4
@@ -338,7 +347,7 @@ def test_corpus_manifests_in_a_layout_without_blobs_are_refused(fname, reason, t
     (lay / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
         {"mediaType": mt, "digest": d, "size": len(data)}]}))
     with pytest.raises(ArtifactError) as ei:
-        ImageStore(Paths.resolve(root)).import_image(lay, name="x:1")
+        ImageStore(Paths.resolve(root)).import_image(lay, name="x:1", insecure_options=("image",))
     assert reason in str(ei.value) + (ei.value.hint or ""), str(ei.value)
 
 
@@ -353,7 +362,7 @@ def test_import_killed_part_way_leaves_nothing_visible(tmp_path, root):
     images = root / "state" / "images"
     killed_before_commit = 0
     for delay in (0.0, 0.02, 0.08, 0.2):
-        p = subprocess.Popen([str(SANDBOX), "image", "import", str(tmp_path / "big.tar")],
+        p = subprocess.Popen([str(SANDBOX), "image", "import", "--insecure-options=image", str(tmp_path / "big.tar")],
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 20
         # wait until the layer is being written, then a little more
@@ -385,7 +394,7 @@ def test_import_killed_part_way_leaves_nothing_visible(tmp_path, root):
         assert list((images / "layers").iterdir()) == []
         assert [b for b in (images / "blobs" / "sha256").iterdir()] == []
     assert killed_before_commit >= 2
-    rec = ImageStore(Paths.resolve(root)).import_image(tmp_path / "big.tar")
+    rec = ImageStore(Paths.resolve(root)).import_image(tmp_path / "big.tar", insecure_options=("image",))
     assert rec.name == "example.com/big:1"
     assert (Path(rec.layer_dirs[0]) / "big").stat().st_size == 96 << 20
 
@@ -395,7 +404,7 @@ def test_progress_reports_bytes(tmp_path, root):
     fx.write_oci_layout(tmp_path / "p", [big], compression=None)
     seen = []
     ImageStore(Paths.resolve(root)).import_image(
-        tmp_path / "p", name="x:1", progress=lambda done, total: seen.append((done, total)))
+        tmp_path / "p", name="x:1", progress=lambda done, total: seen.append((done, total)), insecure_options=("image",))
     assert seen and seen[-1][0] == seen[-1][1] >= 6 << 20
     assert all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
 
@@ -421,7 +430,7 @@ def test_compressed_docker_archive_and_duplicate_layer_links(tmp_path, root, bas
     (tmp_path / "d.tar.gz").write_bytes(gzip.compress((tmp_path / "d.tar").read_bytes()))
     store = ImageStore(Paths.resolve(root))
     for src in ("d.tar", "d.tar.gz"):
-        rec = store.import_image(tmp_path / src)
+        rec = store.import_image(tmp_path / src, insecure_options=("image",))
         assert rec.format == "docker-archive" and rec.name == "example.com/dup:1"
         assert len(rec.layer_dirs) == 3 and rec.layer_dirs[0] == rec.layer_dirs[2]
 
@@ -445,7 +454,7 @@ def test_docker_save_that_is_also_an_oci_layout(tmp_path, root, base_tar):
         for p in sorted(lay.rglob("*")):
             tf.add(p, arcname=str(p.relative_to(lay)), recursive=False)
     store = ImageStore(Paths.resolve(root))
-    rec = store.import_image(tmp_path / "save.tar")
+    rec = store.import_image(tmp_path / "save.tar", insecure_options=("image",))
     assert rec.format == "oci" and rec.name == "docker.io/library/busybox:latest"
     assert rec.digest == d["manifest"] and rec.manifest == d["manifest_bytes"]
     # The same files without oci-layout are a plain docker-archive.
@@ -454,6 +463,6 @@ def test_docker_save_that_is_also_an_oci_layout(tmp_path, root, base_tar):
     with tarfile.open(tmp_path / "old.tar", "w") as tf:
         for p in sorted(lay.rglob("*")):
             tf.add(p, arcname=str(p.relative_to(lay)), recursive=False)
-    rec2 = store.import_image(tmp_path / "old.tar")
-    assert rec2.format == "docker-archive" and rec2.name == "busybox:latest"
+    rec2 = store.import_image(tmp_path / "old.tar", insecure_options=("image",))
+    assert rec2.format == "docker-archive" and rec2.name == "docker.io/library/busybox:latest"
     assert rec2.layer_dirs != rec.layer_dirs or True

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(SKOPEO is None, reason="skopeo is not installed"
 M = "image.manifest.json"
 CASES = [
     # manifest, signature, key file, name, our expected reason (None = good)
-    (M, "image.signature", "public-key.gpg", "testing/manifest", None),
+    (M, "image.signature", "public-key.gpg", "testing/manifest:latest", "identity-mismatch"),
     (M, "expired.signature", "public-key.gpg", "testing/manifest", "expired-signature"),
     (M, "unknown-key.signature", "public-key.gpg", "testing/manifest", "unknown-key"),
     (M, "invalid-reference.signature", "public-key.gpg", "testing/manifest", "identity-mismatch"),
@@ -46,7 +46,6 @@ CASES = [
 ] + [
     (M, s, "public-key.gpg", n, None if ok else "identity-mismatch")
     for s, n, ok in [
-        ("image.signature", "docker.io/testing/manifest", True),
         ("image.signature", "testing/other", False),
         ("image.signature", "testing/manifest:v1", False),
         ("dir-img-valid/signature-1", "docker.io/testing/manifest:latest", True),
@@ -55,10 +54,15 @@ CASES = [
 ]
 
 #: Where we differ from skopeo standalone-verify on purpose
-#: (`sandbox.trust.reference.identity_matches`): "name" means "name:latest"
-#: on both sides; skopeo compares the strings exactly.
+#: (`sandbox.trust.reference.identity_matches`): the name run means
+#: "name:latest" when untagged, as the image store holds it (containers/image's
+#: TagNameOnly before matchRepoDigestOrExact); skopeo standalone-verify
+#: compares the strings exactly.
+DIVERGENT_REFUSED = [
+    (M, "image.signature", "public-key.gpg", "testing/manifest"),
+    (M, "image.signature", "public-key.gpg", "docker.io/testing/manifest"),
+]
 DIVERGENT = [
-    (M, "image.signature", "public-key.gpg", "testing/manifest:latest"),
     ("dir-img-valid/manifest.json", "dir-img-valid/signature-1", "public-key.gpg",
      "testing/manifest"),
 ]
@@ -107,3 +111,18 @@ def test_documented_divergence_default_latest_tag(tmp_path, manifest, signature,
     v = verify_simple_signing(paths, name, (C / manifest).read_bytes(),
                               (C / signature).read_bytes(), store=store)
     assert not skopeo_accepts(C / manifest, name, v.signer, C / signature, C / keyfile)
+
+
+@pytest.mark.parametrize("manifest,signature,keyfile,name", DIVERGENT_REFUSED,
+                         ids=[f"{c[1]}-{c[3]}" for c in DIVERGENT_REFUSED])
+def test_documented_divergence_untagged_name_is_latest(tmp_path, manifest, signature, keyfile,
+                                                        name):
+    paths = Paths.resolve(tmp_path)
+    store = TrustStore(paths, vendor=None)
+    cand = keys.inspect_key_file((C / keyfile).read_bytes())
+    keys.add_key(paths, cand, prefix=name.split("/")[0], store=store)
+    with pytest.raises(VerificationError) as e:
+        verify_simple_signing(paths, name, (C / manifest).read_bytes(),
+                              (C / signature).read_bytes(), store=store)
+    assert e.value.reason == "identity-mismatch"
+    assert skopeo_accepts(C / manifest, name, cand.fingerprint, C / signature, C / keyfile)

@@ -65,8 +65,8 @@ def image_src(tmp_path_factory):
 def image(sroot, image_src):
     """A --root with the signed image imported and its key trusted."""
     oci, sig, key = image_src
-    ok(sb(sroot, "image", "import", str(oci), "--signature", str(sig)))
     ok(sb(sroot, "trust", "add", str(key), "--prefix", "example.com/app", "--yes"))
+    ok(sb(sroot, "image", "import", str(oci), "--signature", str(sig)))
     return NAME
 
 

@@ -18,7 +18,7 @@ R = Path("/work/shared/corpus/rkt")
 FPR = "08CD26E446E2E95249B7A405E932F44B23E8DD43"
 KEY1 = "36B287ADD1095DB1AFD9CBF125D5D9FAD9DCEF41"
 MANIFEST = (C / "image.manifest.json").read_bytes()
-IMAGE_SIG = (C / "image.signature").read_bytes()
+IMAGE_SIG = (C / "dir-img-valid" / "signature-1").read_bytes()
 
 pytestmark = pytest.mark.skipif(not Path("/usr/bin/gpg").exists(), reason="gpg not installed")
 
@@ -230,7 +230,7 @@ def test_claim_with_duplicate_critical_keys_is_refused(paths, store):
         assert reason(verify_simple_signing, paths, "testing/manifest", MANIFEST, sig,
                       store=store) == "bad-signature"
         # and the honest claim is fine
-        sig = s.sign_message(fpr, simple_signing_payload(d, "testing/manifest"))
+        sig = s.sign_message(fpr, simple_signing_payload(d, "testing/manifest:latest"))
         assert verify_simple_signing(paths, "testing/manifest", MANIFEST, sig, store=store)
 
 

@@ -101,13 +101,15 @@ def test_rkt_manifests_with_placeholders_refused_then_accepted(which):
 
 @pytest.mark.parametrize("ref,norm", [
     ("example.com/app", "example.com/app:latest"), ("example.com/app:1.0", "example.com/app:1.0"),
-    ("localhost:5000/app", "localhost:5000/app:latest"), ("busybox", "busybox:latest"),
+    ("localhost:5000/app", "localhost:5000/app:latest"), ("busybox", "docker.io/library/busybox:latest"),
+    ("library/busybox:1.36", "docker.io/library/busybox:1.36"),
 ])
 def test_normalise_ref(ref, norm):
     assert normalise_ref(ref) == norm
 
 
-@pytest.mark.parametrize("ref", ["", "../x", "a//b", "-flag", "a b", "x" * 300])
+@pytest.mark.parametrize("ref", ["", "../x", "a//b", "-flag", "a b", "x" * 300,
+                                 "Example.com/App:1", "example.com/App", "BUSYBOX"])
 def test_bad_refs_are_usage_errors(ref):
     with pytest.raises(UsageError):
         normalise_ref(ref)

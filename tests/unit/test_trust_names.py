@@ -80,12 +80,15 @@ D = "sha256:" + "20bf21ed457b390829cdbeec8795a7bea1626991fda603e0d01b4e7f60427e5
 
 
 @pytest.mark.parametrize("signed,name,ok", [
-    ("testing/manifest", "testing/manifest", True),
-    ("testing/manifest", "docker.io/testing/manifest", True),
+    # matchRepoDigestOrExact (issue 12): a claim naming only the
+    # repository matches no tagged name; the name run gets ":latest"
+    ("testing/manifest", "testing/manifest", False),
+    ("testing/manifest", "docker.io/testing/manifest", False),
     ("testing/manifest:latest", "testing/manifest:latest", True),
-    # docker's default tag on both sides: "name" is "name:latest"
+    ("testing/manifest:latest", "docker.io/testing/manifest:latest", True),
     ("testing/manifest:latest", "testing/manifest", True),
-    ("testing/manifest", "testing/manifest:latest", True),
+    ("testing/manifest", "testing/manifest:latest", False),
+    ("example.com/app", "example.com/app:latest", False),
     ("testing/manifest", "testing/manifest:v1", False),
     ("testing/manifest:v1", "testing/manifest", False),
     ("testing/manifest:v1", "testing/manifest:v2", False),

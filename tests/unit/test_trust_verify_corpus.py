@@ -16,6 +16,7 @@ FPR = "08CD26E446E2E95249B7A405E932F44B23E8DD43"
 SUB_PRIMARY = "B9F4CDB9FD8C475BFA340AC38D54A947EE396F36"
 SUB_SIGNER = "57D1D95BBC53BA0EAFF0718CD75B3109B3BAAEAF"
 MANIFEST = (C / "image.manifest.json").read_bytes()
+VALID = (C / "dir-img-valid" / "signature-1").read_bytes()
 DIGEST = "sha256:20bf21ed457b390829cdbeec8795a7bea1626991fda603e0d01b4e7f60427e55"
 
 pytestmark = pytest.mark.skipif(not Path("/usr/bin/gpg").exists(), reason="gpg not installed")
@@ -44,23 +45,31 @@ def sig(name):
                                  {"root": True}])
 def test_image_signature_verifies(paths, store, how):
     trust(paths, store, KEY, **how)
-    # the image store names it testing/manifest:latest; the claim is tagless
-    assert verify_simple_signing(paths, "testing/manifest:latest", MANIFEST,
-                                 sig("image.signature"), store=store).identity == "testing/manifest"
-    v = verify_simple_signing(paths, "testing/manifest", MANIFEST, sig("image.signature"),
-                              store=store)
+    v = verify_simple_signing(paths, "testing/manifest", MANIFEST, VALID, store=store)
     assert v.signer == v.primary == FPR
     assert v.entry == how.get("prefix", "root") and v.layer == "config"
-    assert v.image_digest == DIGEST and v.identity == "testing/manifest"
+    assert v.image_digest == DIGEST and v.identity == "testing/manifest:latest"
     assert v.format == "simple-signing" and v.name == "testing/manifest"
-    assert v.signed_at is not None and v.signed_at.year == 2025
+    assert v.signed_at is not None
     assert v.key_expires is None and v.signature_expires is None
     assert v.uids == ("skopeo testing key",) and not v.by_subkey and not v.cached
 
 
+@pytest.mark.parametrize("name", ["testing/manifest", "testing/manifest:latest"])
+def test_name_only_identity_refused_for_tagged_name(paths, store, name):
+    """image.signature claims "testing/manifest" (no tag): containers/image's
+    matchRepoDigestOrExact refuses it for any tagged name, :latest included
+    (issue 12)."""
+    trust(paths, store, KEY, prefix="testing")
+    with pytest.raises(VerificationError) as e:
+        verify_simple_signing(paths, name, MANIFEST, sig("image.signature"), store=store)
+    assert e.value.reason == "identity-mismatch"
+    assert "names only the repository 'testing/manifest'" in e.value.message
+
+
 def test_binary_key_file_verifies_too(paths, store):
     trust(paths, store, C / "public-key-1.gpg", prefix="testing/manifest")
-    verify_simple_signing(paths, "testing/manifest", MANIFEST, sig("image.signature"), store=store)
+    verify_simple_signing(paths, "testing/manifest", MANIFEST, VALID, store=store)
 
 
 @pytest.mark.parametrize("signature,name,reason", [
@@ -152,7 +161,7 @@ def test_verify_any_reports_the_most_informative_refusal(paths, store):
 def test_verify_any_returns_first_good(paths, store):
     trust(paths, store, KEY, prefix="testing")
     v = verify_any(paths, "testing/manifest", manifest=MANIFEST, store=store,
-                   signatures=[sig("corrupt.signature"), sig("image.signature")])
+                   signatures=[sig("corrupt.signature"), VALID])
     assert v.primary == FPR
 
 
