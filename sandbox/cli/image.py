@@ -157,7 +157,7 @@ def pull(obj, ref, name, registries_d, tls_verify, insecure):
     stores named in registries.d, as for skopeo and podman; nothing is kept
     unless they verify for the name."""
     opts = _insecure(insecure)
-    from ..image._pull import pull as do_pull
+    from ..image import pull as do_pull
     rec = do_pull(_store(obj), ref, name=name, insecure_options=opts,
                   registries_d=registries_d, tls_verify=tls_verify)
     click.echo(f"pulled {rec.name} {rec.digest} ({len(rec.layer_dirs)} layer"

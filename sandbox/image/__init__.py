@@ -15,6 +15,8 @@ The public surface, importable from here (loaded lazily)::
                      manifest, archive_path, overlay_xattr, skipped, ...
     Limits           what one import may cost
     normalise_ref    "name" -> "name:latest"
+    pull(store, ref, *, name=None, insecure_options=(), ...) -> ImageRecord
+                     through skopeo, verified before it is kept
 
 Formats: OCI image layout (folder or tar), docker-archive (``docker save``,
 ``podman save``), ACI (appc). Layers are unpacked once, safely (see
@@ -27,6 +29,7 @@ from __future__ import annotations
 _EXPORTS = {
     "ImageStore": ".store", "ImageRecord": ".store", "GcReport": ".store",
     "normalise_ref": ".store", "Limits": "._unpack", "UnpackReport": "._unpack",
+    "pull": "._pull",
 }
 
 __all__ = sorted(_EXPORTS)

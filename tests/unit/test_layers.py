@@ -53,8 +53,6 @@ ALLOWED = {
     ("sandbox.lifecycle._enter", "sandbox.runtime._kernel"),
     ("sandbox.lifecycle._enter", "sandbox.runtime._landlock"),
     ("sandbox.lifecycle._enter", "sandbox.runtime._landlock.LandlockRule"),
-    ("sandbox.lifecycle._enter", "sandbox.runtime._landlock.apply_landlock"),
-    ("sandbox.lifecycle._enter", "sandbox.runtime.child._drop_capabilities"),
 }
 
 

@@ -97,7 +97,8 @@ def test_trust_list_fits_80_columns_with_the_fingerprint_whole(sroot):
 def test_image_list_fits_80_columns(sroot, tmp_path):
     name = "registry.example.com/a-team-with-a-long-name/and-a-long-repository:v1.2.3"
     fx.write_oci_layout(tmp_path / "oci", [fx.empty_files_tar(["a"])])
-    r = run_sandbox(sroot, "image", "import", "--name", name, str(tmp_path / "oci"), timeout=60)
+    r = run_sandbox(sroot, "image", "import", "--insecure-options=image", "--name", name,
+                    str(tmp_path / "oci"), timeout=60)
     assert r.returncode == 0, r.stderr
     r = run_sandbox(sroot, "image", "list")
     assert r.returncode == 0, r.stderr

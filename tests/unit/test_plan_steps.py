@@ -9,7 +9,7 @@ import pytest
 
 from sandbox import Sandbox
 from sandbox.runtime.plan import SeccompPlan
-from sandbox.runtime.steps import (CONFINEMENT_KINDS, PLAN_VERSION, STEP_KINDS,
+from sandbox.runtime.steps import (PLAN_VERSION, STEP_KINDS,
                                    build_confinement)
 
 pytestmark = pytest.mark.filterwarnings("ignore")
