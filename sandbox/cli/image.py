@@ -31,6 +31,13 @@ def _short(digest: str) -> str:
     return f"{algo}:{hexpart[:12]}"
 
 
+def _id12(digest: str) -> str:
+    """As Docker lists ids: 12 hex digits for sha256 (the algorithm named
+    otherwise); the whole digest is in ``--json`` and ``image inspect``."""
+    short = _short(digest)
+    return short[len("sha256:"):] if short.startswith("sha256:") else short
+
+
 class _Bar:
     """click.progressbar, opened on the first report once the total is known
     and only when stderr is a terminal and the import is big enough."""
@@ -190,8 +197,8 @@ def list_(obj, as_json):
     rows = []
     for r in recs:
         for n in (r.names or ("<none>",)):
-            rows.append((n, _short(_image_id(r)),
-                         _short(r.manifest_digest) if r.manifest_digest else "<none>",
+            rows.append((n, _id12(_image_id(r)),
+                         _id12(r.manifest_digest) if r.manifest_digest else "<none>",
                          r.format, _human(r.size), str(len(r.signatures)), r.imported_at))
     cols = [Col("NAME", 2, 16), Col("IMAGE ID"), Col("DIGEST"), Col("FORMAT", 1, 6), Col("SIZE"),
             Col("SIGS"), Col("IMPORTED", 1, 10)]

@@ -103,8 +103,8 @@ def test_image_list_fits_80_columns(sroot, tmp_path):
     r = run_sandbox(sroot, "image", "list")
     assert r.returncode == 0, r.stderr
     _fits(r.stdout)
-    assert r.stdout.splitlines()[0].split() == ["NAME", "DIGEST", "FORMAT", "SIZE", "SIGS",
-                                                "IMPORTED"]
+    assert r.stdout.splitlines()[0].split() == ["NAME", "IMAGE", "ID", "DIGEST", "FORMAT",
+                                                "SIZE", "SIGS", "IMPORTED"]
     [img] = json.loads(run_sandbox(sroot, "image", "list", "--json").stdout)
     assert img["names"] == [name]
 
