@@ -89,7 +89,7 @@ def _import_ends_cleanly(source: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="fuzz-store-") as root:
         store = ImageStore(Paths.resolve(root))
         try:
-            store.import_image(source, name="example.com/fuzz:1")
+            store.import_image(source, name="example.com/fuzz:1", insecure_options=("image",))
         except SandboxError as e:
             _assert_one_line_refusal(e)
 
@@ -162,7 +162,7 @@ def test_docker_archive_malformed_manifest_json_is_refused_in_one_line(tmp_path,
     write_docker(tmp_path / "a.tar", manifest=lambda m: manifest)
     store = ImageStore(Paths.resolve(tmp_path / "root"))
     with pytest.raises(ArtifactError) as e:
-        store.import_image(tmp_path / "a.tar", name="example.com/fuzz:1")
+        store.import_image(tmp_path / "a.tar", name="example.com/fuzz:1", insecure_options=("image",))
     assert "manifest.json" in e.value.message
     _assert_one_line_refusal(e.value)
 
@@ -180,7 +180,7 @@ def test_config_with_malformed_rootfs_is_refused_in_one_line(tmp_path, fmt, root
         write_docker(src, config=bad)
     store = ImageStore(Paths.resolve(tmp_path / "root"))
     with pytest.raises(ArtifactError) as e:
-        store.import_image(src, name="example.com/fuzz:1")
+        store.import_image(src, name="example.com/fuzz:1", insecure_options=("image",))
     assert "rootfs" in e.value.message or "diff_ids" in e.value.message
     _assert_one_line_refusal(e.value)
 
@@ -197,7 +197,7 @@ def test_unmutated_fuzz_base_images_import(tmp_path, fmt):
     else:
         write_aci(src, fx.aci_manifest())
     store = ImageStore(Paths.resolve(tmp_path / "root"))
-    rec = store.import_image(src, name="example.com/fuzz:1")
+    rec = store.import_image(src, name="example.com/fuzz:1", insecure_options=("image",))
     assert rec.digest
 
 
