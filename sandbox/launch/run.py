@@ -197,7 +197,8 @@ def _run(request: Request, paths, prep: Prepared, hooks) -> RunResult:
 
     from .network import build_network
     try:
-        res = launch(plan, on_forked=forked, on_started=started, network=build_network(plan),
+        res = launch(plan, on_forked=forked, on_started=started,
+                     network=build_network(plan, paths if audit else None),
                      **(hooks.launch_options if hooks is not None else {}))
     except SandboxError as e:
         _refuse(paths, request, sid, Refusal("run", e), resolved.profile, resolved.image,
