@@ -16,6 +16,7 @@ import http.server
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import threading
@@ -339,3 +340,51 @@ def test_status_of_a_detached_sandbox_counts_its_connections(sroot, net):
         assert "egress:         1 allowed, 1 denied, 0 failed;" in text
     finally:
         run_sandbox(sroot, "stop", "-t", "1", sid)
+
+
+
+HOLDER = """
+import socket, sys
+s = socket.create_connection(("127.0.0.1", 3128))
+s.sendall(b"CONNECT good.test:%s HTTP/1.1\\r\\n\\r\\n" % sys.argv[1].encode())
+print(s.recv(100).split(b"\\r\\n")[0].decode(), flush=True)
+s.sendall(b"0123456789")
+"""
+
+
+def test_connection_open_when_the_sandbox_ends_is_still_recorded(sroot, net, world):
+    """The payload exits while its upstream server keeps the tunnel open:
+    the proxy's teardown cancels the connection, and its record (with the
+    bytes so far) is still written."""
+    held, done = [], threading.Event()
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(20)
+
+    def hold():
+        try:
+            c, _ = srv.accept()
+            held.append(c.recv(100))
+            done.wait(30)          # never closes while the sandbox runs
+            c.close()
+        except OSError:
+            pass
+    t = threading.Thread(target=hold, daemon=True)
+    t.start()
+    port = srv.getsockname()[1]
+    script = Path(net["dir"]) / "holder.py"
+    script.write_text(HOLDER)
+    os.chmod(script, 0o644)
+    try:
+        r = _run(sroot, net, f"good.test,127.0.0.1:{port}",
+                 f"{PY} /egress/holder.py {port}; sleep 0.5")
+    finally:
+        done.set()
+        t.join(5)
+        srv.close()
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "HTTP/1.1 200 Connection established\n"
+    assert held == [b"0123456789"]
+    (rec,) = _egress(sroot)
+    assert (rec["decision"], rec["bytes_out"], rec["bytes_in"]) == ("allowed", 10, 0)

@@ -164,3 +164,33 @@ def test_policy_to_dict_round_trips_the_rules():
     assert p.to_dict() == {"allow": ["*.good.test", "a.test:443", "[::1]:80"],
                            "deny": ["x.good.test"]}
     assert build_policy(p.to_dict()["allow"], p.to_dict()["deny"]) == p
+
+
+def test_proxy_refuses_new_connections_once_the_audit_log_cannot_be_written():
+    """Fail closed: no allowed connection without its audit record."""
+    import asyncio
+
+    from sandbox.net.egress.proxy import Batcher, Proxy, Resolver
+
+    def broken(events):
+        raise OSError("disk full")
+    batcher = Batcher(broken, interval=0.01)
+    proxy = Proxy(build_policy(["good.test"]), "sb1", batcher,
+                  Resolver({"good.test": ["93.184.216.34"]}))
+    assert asyncio.run(proxy.decide("good.test", 443)).allowed
+    batcher({"decision": "allowed"})
+    batcher.close()
+    d = asyncio.run(proxy.decide("good.test", 443))
+    assert not d.allowed
+    assert d.reason == "good.test:443 refused: the audit log cannot be written (disk full)"
+
+
+def test_batcher_writes_in_batches_and_everything_on_close():
+    from sandbox.net.egress.proxy import Batcher
+    batches = []
+    b = Batcher(batches.append, interval=30, size=5)
+    for i in range(12):
+        b({"n": i})
+    b.close()
+    assert [e["n"] for x in batches for e in x] == list(range(12))
+    assert max(len(x) for x in batches) >= 5      # batched, not one write per event

@@ -80,10 +80,13 @@ class Resolver:
 class Batcher:
     """Hands events to ``write(list)`` in batches from a thread of its own,
     every ``interval`` seconds or ``size`` events, so a busy sandbox never
-    waits on the audit log; `close` writes what is left."""
+    waits on the audit log; `close` writes what is left. Once a write
+    fails, ``failed`` says why and the proxy refuses every new connection
+    (fail closed: no connection without its record)."""
 
     def __init__(self, write, interval: float = 0.5, size: int = 256):
         self.write, self.interval, self.size = write, interval, size
+        self.failed: str | None = None
         self.items: list[dict] = []
         self.cond = threading.Condition()
         self.closed = False
@@ -106,8 +109,10 @@ class Batcher:
             if batch:
                 try:
                     self.write(batch)
-                except Exception as e:  # noqa: BLE001 - the proxy goes on; stderr says why
-                    os.write(2, f"sandbox egress: audit write failed: {e}\n".encode())
+                except Exception as e:  # noqa: BLE001 - new connections refused; stderr says why
+                    self.failed = str(e).splitlines()[0] if str(e) else type(e).__name__
+                    os.write(2, f"sandbox egress: audit write failed, refusing new "
+                                f"connections: {e}\n".encode())
             if closed:
                 return
 
@@ -126,6 +131,10 @@ class Proxy:
 
     # -- the decision, shared by both protocols --------------------------------
     async def decide(self, host: str, port: int) -> Decision:
+        failed = getattr(self.sink, "failed", None)
+        if failed:
+            return Decision(False, None, f"{host}:{port} refused: the audit log cannot be "
+                                         f"written ({failed})")
         first = self.policy.check_name(host, port)
         if not first.allowed or first.addresses:
             return first
@@ -173,13 +182,20 @@ class Proxy:
             except OSError:
                 pass
 
-    async def splice(self, cr, cw, ur, uw, first: bytes = b"") -> tuple[int, int]:
+    async def relay(self, proto, host, port, d, addr, t0, cr, cw, ur, uw,
+                    first: bytes = b"") -> None:
+        """Copy both ways until both sides end; the connection's event is
+        recorded in every case, also when teardown cancels it midway (the
+        sandbox ended with the connection open)."""
         counter = [len(first), 0]
-        if first:
-            uw.write(first)
-        await asyncio.gather(self.pipe(cr, uw, counter, 0), self.pipe(ur, cw, counter, 1))
-        uw.close()
-        return counter[0], counter[1]
+        try:
+            if first:
+                uw.write(first)
+            await asyncio.gather(self.pipe(cr, uw, counter, 0), self.pipe(ur, cw, counter, 1))
+        finally:
+            uw.close()
+            cw.close()
+            self.event(proto, host, port, d, addr, t0, counter[0], counter[1])
 
     # -- HTTP ------------------------------------------------------------------
     async def http(self, r, w) -> None:
@@ -226,9 +242,7 @@ class Proxy:
             return await self._http_reply(w, 502, f"sandbox egress: {host}:{port}: {e}")
         if method == "CONNECT":
             w.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        up, down = await self.splice(r, w, ur, uw, first)
-        self.event("http", host, port, d, addr, t0, up, down)
-        w.close()
+        await self.relay("http", host, port, d, addr, t0, r, w, ur, uw, first)
 
     @staticmethod
     async def _http_reply(w, code: int, text: str) -> None:
@@ -279,9 +293,7 @@ class Proxy:
             self.event("socks5", host, port, d, None, t0, error=str(e))
             return await self._socks_reply(w, 5)        # connection refused
         w.write(b"\x05\x00\x00\x01\x00\x00\x00\x00\x00\x00")
-        up, down = await self.splice(r, w, ur, uw)
-        self.event("socks5", host, port, d, addr, t0, up, down)
-        w.close()
+        await self.relay("socks5", host, port, d, addr, t0, r, w, ur, uw)
 
     @staticmethod
     async def _socks_reply(w, code: int) -> None:
