@@ -40,6 +40,8 @@ NAMES = ["good.test", "bad.test", "a.good.test", "good.test.evil", "evilgood.tes
 class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802 - the http.server name
         body = ANSWER if self.path != "/big" else b"x" * (5 << 20)
+        if self.path == "/echo-host":
+            body = f"host={self.headers['Host']}\n".encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -388,3 +390,61 @@ def test_connection_open_when_the_sandbox_ends_is_still_recorded(sroot, net, wor
     assert held == [b"0123456789"]
     (rec,) = _egress(sroot)
     assert (rec["decision"], rec["bytes_out"], rec["bytes_in"]) == ("allowed", 10, 0)
+
+
+def test_root_sandbox_proxy_holds_no_capability_and_no_new_privs(sroot, net):
+    """The proxy of a root-launched sandbox keeps uid 0 (it owns the audit
+    log) but no capability, and cannot gain any."""
+    import time
+    r = run_sandbox(sroot, "run", "-d", "--net", "allow:good.test", "--", "/bin/sleep", "30",
+                    env=net["env"])
+    assert r.returncode == 0, r.stderr
+    sid = r.stdout.strip()
+    try:
+        sup = json.loads(run_sandbox(sroot, "status", "--json", sid).stdout)["supervisor_pid"]
+        deadline, found = time.monotonic() + 20, {}
+        while time.monotonic() < deadline and not found:
+            found = _proxy_status(sup)
+            time.sleep(0.05)
+        assert found, "no proxy process found"
+        for st in found.values():
+            assert st["CapEff"] == st["CapPrm"] == st["CapBnd"] == "0000000000000000", st
+            assert st["NoNewPrivs"] == "1"
+    finally:
+        run_sandbox(sroot, "stop", "-t", "1", sid)
+
+
+def _proxy_status(top: int) -> dict:
+    """/proc status fields of the descendants of ``top`` whose fds 3 and 4
+    are sockets and which are not in the sandbox (the proxy)."""
+    out, todo = {}, [top]
+    while todo:
+        pid = todo.pop()
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                kids = [int(x) for x in f.read().split()]
+        except OSError:
+            continue
+        todo += kids
+        for k in kids:
+            try:
+                if os.readlink(f"/proc/{k}/ns/net") != os.readlink("/proc/self/ns/net"):
+                    continue
+                if not all(os.readlink(f"/proc/{k}/fd/{fd}").startswith("socket:")
+                           for fd in (3, 4)):
+                    continue
+                with open(f"/proc/{k}/status") as f:
+                    out[k] = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+            except OSError:
+                continue
+    return out
+
+
+def test_plain_http_host_header_is_the_checked_name(sroot, net):
+    """A request for an allowed name carrying another Host header (fronting
+    a name the same server hosts) reaches the server as the allowed name."""
+    p = net["http"]
+    r = _run(sroot, net, f"good.test,127.0.0.1:{p}",
+             f"curl -sS -H 'Host: evil.test' http://good.test:{p}/echo-host")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"host=good.test:{p}\n"

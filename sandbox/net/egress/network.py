@@ -56,9 +56,15 @@ def read_counts(base) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def _counting(write, path: str | None):
-    """``write`` that also keeps the counts and writes them to ``path``
-    (atomically: a reader never sees half a file)."""
+COUNTS_SIZE = 512
+
+
+def _counting(write, box: list):
+    """``write`` that also keeps the counts and writes them to the file
+    open as ``box[0]`` (made by the supervisor, which may still traverse
+    the runtime folder; the proxy, without capabilities, may not): one
+    ``pwrite`` of a fixed-size blank-padded JSON at offset 0, so a reader
+    never sees a shorter, half-written file."""
     import json
     counts = {"allowed": 0, "denied": 0, "failed": 0, "bytes_in": 0, "bytes_out": 0}
 
@@ -70,12 +76,10 @@ def _counting(write, path: str | None):
                 counts[e["decision"]] = counts.get(e["decision"], 0) + 1
                 counts["bytes_in"] += e.get("bytes_in") or 0
                 counts["bytes_out"] += e.get("bytes_out") or 0
-            if path:
-                tmp = f"{path}.{os.getpid()}.tmp"
+            if box and box[0] is not None:
+                raw = json.dumps(counts).encode()[:COUNTS_SIZE - 1]
                 try:
-                    with open(tmp, "w") as f:
-                        json.dump(counts, f)
-                    os.replace(tmp, path)
+                    os.pwrite(box[0], raw.ljust(COUNTS_SIZE - 1) + b"\n", 0)
                 except OSError:
                     pass
     return write_and_count
@@ -172,27 +176,40 @@ class EgressNetwork:
     the proxy keeps its running counts (see `read_counts`)."""
 
     def __init__(self, plan: EgressPlan, write, counts_file: str | None = None):
-        self.plan, self.write = plan, _counting(write, counts_file)
+        self.counts_file, self._counts_box = counts_file, []
+        self.plan, self.write = plan, _counting(write, self._counts_box)
         self.proxy_pid: int | None = None
 
     def attach(self, pid: int) -> None:
-        fds = open_listeners(pid, (self.plan.http_port, self.plan.socks_port))
+        if self.counts_file:
+            try:
+                self._counts_box.append(os.open(self.counts_file, os.O_RDWR | os.O_CREAT |
+                                                os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
+                                                0o600))
+            except OSError:
+                pass        # status shows no counts; the audit records are unaffected
+        fds: list[int] = []
         try:
+            fds = open_listeners(pid, (self.plan.http_port, self.plan.socks_port))
             child = os.fork()
-        except OSError:
-            for fd in fds:
+        except BaseException:
+            for fd in fds + self._counts_box:
                 os.close(fd)
+            self._counts_box.clear()
             raise
         if child == 0:
             code = 1
             try:
-                code = _proxy_main(self.plan, fds, self.write)
+                code = _proxy_main(self.plan, fds, self.write, self._counts_box)
             except BaseException as e:  # noqa: BLE001 - said on stderr, never re-raised
                 os.write(2, f"sandbox: the egress proxy stopped: {e!r}\n".encode())
             finally:
                 os._exit(code)
         for fd in fds:
             os.close(fd)
+        for fd in self._counts_box:     # the proxy has its own copy
+            os.close(fd)
+        self._counts_box.clear()
         self.proxy_pid = child
 
     def detach(self) -> list[str]:
@@ -215,7 +232,24 @@ class EgressNetwork:
                 "(its last audit events may be lost)"]
 
 
-def _proxy_main(plan: EgressPlan, fds: list[int], write) -> int:
+def _drop_privileges() -> None:
+    """The proxy parses what the sandbox sends: it keeps no capability
+    (its user still owns the audit log, so it can write it) and sets
+    no_new_privs. For root: the bounding set emptied, then effective,
+    permitted and inheritable cleared."""
+    import prctl as _prctl
+
+    from ...capabilities import last_cap
+    every = list(range(last_cap() + 1))
+    if os.geteuid() == 0:
+        for n in every:
+            _prctl.capbset_drop(n)
+    _prctl.set_caps((every, [_prctl.CAP_EFFECTIVE, _prctl.CAP_PERMITTED,
+                             _prctl.CAP_INHERITABLE], False))
+    _prctl.set_no_new_privs(1)
+
+
+def _proxy_main(plan: EgressPlan, fds: list[int], write, counts_box: list) -> int:
     """The proxy process. It keeps its listening sockets and stderr, and
     closes every other pipe, socket or terminal it inherited (the launch
     pipes, the payload's output pipe: holding one would delay its EOF).
@@ -226,6 +260,7 @@ def _proxy_main(plan: EgressPlan, fds: list[int], write) -> int:
 
     from ...runtime.kernel import PR_SET_PDEATHSIG, prctl
     prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    _drop_privileges()
     for s in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
               signal.SIGCHLD, signal.SIGWINCH):
         signal.signal(s, signal.SIG_DFL)
@@ -235,6 +270,8 @@ def _proxy_main(plan: EgressPlan, fds: list[int], write) -> int:
     os.dup2(null, 1)
     import fcntl
     http, socks = (fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 1000) for fd in fds)
+    if counts_box:          # out of the way of 3 and 4 (a regular file: kept below)
+        counts_box[0] = fcntl.fcntl(counts_box[0], fcntl.F_DUPFD_CLOEXEC, 1000)
     os.dup2(http, 3, inheritable=False)
     os.dup2(socks, 4, inheritable=False)
     for name in os.listdir("/proc/self/fd"):

@@ -224,13 +224,15 @@ class Proxy:
             host, port = _split_hostport(authority, 80)
             if host is None:
                 return await self._http_reply(w, 400, f"bad request target {target!r}")
-            # origin-form, no proxy headers, one request per connection: a
-            # second request on a kept-alive connection would bypass the check
+            # origin-form, no proxy headers, one request per connection (a
+            # second request on a kept-alive connection would bypass the
+            # check), and the Host header is the checked authority (no
+            # fronting another name hosted by the same server)
             keep = [ln for ln in lines[1:] if ln and ln.split(":", 1)[0].strip().lower()
                     not in ("proxy-connection", "proxy-authorization", "connection",
-                            "keep-alive")]
-            first = ("\r\n".join([f"{method} /{path} {version}", *keep, "Connection: close"])
-                     + "\r\n\r\n").encode("latin-1")
+                            "keep-alive", "host")]
+            first = ("\r\n".join([f"{method} /{path} {version}", f"Host: {authority}", *keep,
+                                   "Connection: close"]) + "\r\n\r\n").encode("latin-1")
         d = await self.decide(host, port)
         if not d.allowed:
             self.event("http", host, port, d, None, t0)
