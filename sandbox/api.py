@@ -45,12 +45,13 @@ class Sandbox:
                  user: str | tuple[int, int] | None = None, root: str | os.PathLike | None = None,
                  insecure_options: Sequence[str] = (), network: str | None = None,
                  ports: Iterable[str] = (), dns: Iterable[str] = (),
-                 audit: bool = True):
+                 audit: bool = True, allow_host: Iterable[str | int] = ()):
         self.paths = Paths.resolve(root)
         self.request: Request = build_request(
             profile, rootfs=rootfs, image=image, volumes=volumes, name=name,
             hostname=hostname, env=env, workdir=workdir, user=user, network=network,
-            ports=ports, dns=dns, insecure_options=insecure_options, audit=audit)
+            ports=ports, dns=dns, insecure_options=insecure_options, audit=audit,
+            allow_host=allow_host)
 
     # the request's fields, read-only, under their old names
     profile_ref = property(lambda self: self.request.profile)

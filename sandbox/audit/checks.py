@@ -442,3 +442,25 @@ def launch_has_exit(ctx) -> list[Finding]:
             out.append(Finding(PASS, f"record {r.seq}", r.seq,
                                f"exit recorded at seq {e}", r.sandbox_id))
     return out
+
+
+@check("no_denied_egress", scope="log")
+def no_denied_egress(ctx) -> list[Finding]:
+    """One failure per ``egress`` record in the period whose decision is
+    ``denied`` (the allow-list proxy refused a connection, issue 16)."""
+    out = []
+    allowed = 0
+    for r in ctx.records:
+        if r.kind != "egress":
+            continue
+        d = r.data
+        if d.get("decision") == "denied":
+            out.append(Finding(FAIL, f"record {r.seq}", r.seq,
+                               f"egress denied: {d.get('reason') or d.get('host')}",
+                               r.sandbox_id))
+        else:
+            allowed += 1
+    if not out:
+        out.append(Finding(PASS, "audit log", None,
+                           f"no denied egress in the period ({allowed} connection(s) allowed)"))
+    return out

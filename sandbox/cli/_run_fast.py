@@ -58,12 +58,17 @@ RUN_OPTIONS: tuple[Opt, ...] = (
         help="Set an environment variable (the caller's environment is not inherited)."),
     Opt(("--workdir", "-w"), "workdir", metavar="DIR", help="Working folder inside the sandbox."),
     Opt(("--user", "-u"), "user", metavar="UID[:GID]", help="Numeric user (and group) inside."),
-    Opt(("--net",), "network", metavar="none|host|bridge[:NAME]",
+    Opt(("--net",), "network", metavar="none|host|bridge[:NAME]|allow:HOST[,HOST...]",
         help="Network mode (default: the profile's, usually none). bridge (root only): "
-             "an address on the Linux bridge NAME (default sandbox0)."),
+             "an address on the Linux bridge NAME (default sandbox0). allow: only the "
+             "named destinations (NAME, *.DOMAIN, IP, each [:PORT]) through an HTTP/SOCKS5 "
+             "proxy outside the sandbox; every connection is audited."),
     Opt(("--port",), "ports", multiple=True, metavar="[HOSTIP:]HOSTPORT:PORT[/tcp|udp]",
         help="With --net bridge: forward a host port (default HOSTIP: the bridge's "
              "address) to PORT in the sandbox."),
+    Opt(("--allow-host",), "allow_host", multiple=True, metavar="PORT[/tcp|udp]",
+        help="With --net bridge: let the sandbox connect to this port of the host "
+             "(by default a bridged sandbox reaches no service of the host)."),
     Opt(("--dns",), "dns", multiple=True, metavar="IP",
         help="With --net bridge: a name server for the sandbox's /etc/resolv.conf "
              "(default: the host's, unless they are loopback addresses)."),
@@ -151,7 +156,7 @@ _INDEX = option_index()
 
 def execute(*, root, image, profile, rootfs, volumes, name, hostname, env, workdir, user,
             network, insecure, dry_run, as_json, argv, ports=(), dns=(),
-            detach=False) -> int:
+            detach=False, allow_host=()) -> int:
     """The body of ``sandbox run``; returns the exit status."""
     from ..errors import UsageError
     if as_json and not dry_run:
@@ -168,7 +173,8 @@ def execute(*, root, image, profile, rootfs, volumes, name, hostname, env, workd
     from ..api import Sandbox
     box = Sandbox(profile, rootfs=rootfs, image=image, volumes=volumes, name=name,
                   hostname=hostname, env=parse_env_pairs(env), workdir=workdir, user=user,
-                  root=root, insecure_options=opts, network=network, ports=ports, dns=dns)
+                  root=root, insecure_options=opts, network=network, ports=ports, dns=dns,
+                  allow_host=allow_host)
     if dry_run:
         plan = box.plan(argv or ())
         if as_json:

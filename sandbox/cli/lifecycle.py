@@ -74,6 +74,11 @@ def status(obj, ref, as_json):
             v = " ".join(v)
         click.echo(f"{key + ':':<16}{escape(v) if v is not None else '-'}")
     click.echo(f"{'state:':<16}{lc.describe_state(s)}")
+    eg = s.get("egress")
+    if eg:
+        click.echo(f"{'egress:':<16}{eg.get('allowed', 0)} allowed, {eg.get('denied', 0)} "
+                   f"denied, {eg.get('failed', 0)} failed; {eg.get('bytes_in', 0)} bytes in, "
+                   f"{eg.get('bytes_out', 0)} out")
     eff = s.get("effective") or {}
     for key in ("CapEff", "CapBnd", "NoNewPrivs", "Seccomp"):
         if key in eff:

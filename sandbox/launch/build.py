@@ -25,6 +25,9 @@ def build_namespaces(profile) -> tuple[tuple[str, ...], tuple[str, ...]]:
     if profile.network.mode == "host" and "net" in new:
         new = tuple(n for n in new if n != "net")
         shared += ("net",)
+    if profile.network.mode == "allow" and "net" not in new:
+        raise ProfileError("network mode 'allow' needs the sandbox's own network namespace",
+                           source=profile.source, key="namespaces.net")
     if "mount" not in new:
         raise ProfileError("a sandbox needs its own mount namespace",
                            source=profile.source, key="namespaces.mount")
@@ -56,6 +59,14 @@ def build_plan(resolved, leases, request, base: str) -> LaunchPlan:
     if leases.net is not None:     # /etc/hosts, hostname, resolv.conf for the bridge
         from ..net import etc_mounts
         mounts = etc_mounts(mounts, leases.net, profile.process.hostname, spec.root)
+    net = leases.net
+    if profile.network.mode == "allow":    # the egress proxy (issue 16)
+        from ..net.egress import EgressPlan, build_policy
+        if not profile.network.allow:
+            raise ProfileError("network mode 'allow' with nothing allowed: name the "
+                               "destinations in [network] allow, or use mode 'none'",
+                               source=profile.source, key="network.allow")
+        net = EgressPlan(build_policy(profile.network.allow, profile.network.deny), sid)
     landlock_rules, landlock_abi = (), 0
     if lp.landlock is not None:
         landlock_rules, landlock_abi = tuple(lp.landlock), lp.landlock_abi
@@ -74,6 +85,6 @@ def build_plan(resolved, leases, request, base: str) -> LaunchPlan:
         landlock=landlock_rules, landlock_abi=landlock_abi, label=str(lp.context),
         network=profile.network.mode if "net" in new or profile.network.mode == "host"
         else "host",
-        missing=tuple(missing), insecure_options=request.insecure_options, net=leases.net,
+        missing=tuple(missing), insecure_options=request.insecure_options, net=net,
         # the exec label is a step only where SELinux is active (issue 10)
         exec_label=lp.selinux.exec_context if lp.selinux.active else None)

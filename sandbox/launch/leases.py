@@ -64,11 +64,12 @@ def _take(resolved, request, paths, sid, dry, held) -> Leases:
         from ..net import plan_bridge
         netplan, h = plan_bridge(paths, sid, bridge=request.bridge, ports=request.ports,
                                  dns=request.dns, hostname=profile.process.hostname,
+                                 allow_host=request.allow_host,
                                  root=resolved.root, hold=not dry)
         if h is not None:
             held.append(h)
-    elif request.ports or request.dns:
-        raise UsageError(f"--port and --dns need --net bridge (network is "
+    elif request.ports or request.dns or request.allow_host:
+        raise UsageError(f"--port, --dns and --allow-host need --net bridge (network is "
                          f"{profile.network.mode!r})")
     # id range for the user namespace
     idm = None

@@ -5,6 +5,9 @@ the executor only); it is handed an object with ``attach(pid)`` and
 ``detach() -> list[str]`` (`sandbox.runtime.spawn.launch`'s ``network``).
 `BridgeNetwork` is that object for ``--net bridge``: it calls
 `sandbox.net` (pyroute2, nftables), loaded only when a bridge is used.
+For ``--net allow:`` it is `sandbox.net.egress.EgressNetwork`, given the
+audit writer for its connection events here (the net layer is below the
+audit layer).
 """
 
 from __future__ import annotations
@@ -32,6 +35,28 @@ class BridgeNetwork:
         return list(detach(handle))
 
 
-def build_network(plan):
+def egress_writer(paths):
+    """``write(events)`` for the egress proxy process: each connection one
+    ``egress`` audit record (unsigned like launch records: the next signed
+    record covers them). ``paths`` None (no audit): events are dropped."""
+    def write(events):
+        if paths is None:
+            return
+        from ..audit import prepare
+        log = prepare(paths)
+        for ev in events:
+            log.append("egress", ev, sign=False)
+    return write
+
+
+def build_network(plan, paths=None):
     """The network object for ``plan``, or None when it needs none."""
-    return BridgeNetwork(plan.net) if plan.net is not None else None
+    if plan.net is None:
+        return None
+    if plan.network == "allow":
+        import os
+
+        from ..net.egress import EgressNetwork
+        from ..net.egress.network import COUNTS_NAME
+        return EgressNetwork(plan.net, egress_writer(paths), os.path.join(plan.base, COUNTS_NAME))
+    return BridgeNetwork(plan.net)

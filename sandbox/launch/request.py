@@ -40,10 +40,11 @@ class Request(NamedTuple):
     env: tuple[tuple[str, str], ...] = ()
     workdir: str | None = None
     user: tuple[int, int] | None = None
-    network: str | None = None          # none | host | bridge (None: the profile's)
+    network: str | None = None          # none | host | bridge | allow:RULES (None: the profile's)
     bridge: str | None = None           # the bridge's name with ``bridge:NAME``
     ports: tuple = ()                   # sandbox.net.PortForward values
     dns: tuple[str, ...] = ()
+    allow_host: tuple = ()              # sandbox.net.HostPort values (--allow-host)
     insecure_options: tuple[str, ...] = ()
     audit: bool = True
     #: who asked (issue 14): taken when the request is made, in the
@@ -54,7 +55,8 @@ class Request(NamedTuple):
 def build_request(profile: str = "default", *, rootfs=None, image: str | None = None,
                   volumes=(), name: str | None = None, hostname: str | None = None,
                   env=None, workdir: str | None = None, user=None, network: str | None = None,
-                  ports=(), dns=(), insecure_options=(), audit: bool = True) -> Request:
+                  ports=(), dns=(), insecure_options=(), audit: bool = True,
+                  allow_host=()) -> Request:
     """Check every field and return the `Request`; `UsageError` naming the
     first bad one otherwise. Accepts the library's forms (a mapping for
     ``env``, ``(UID, GID)`` for ``user``, `Volume` values) and the CLI's
@@ -75,7 +77,20 @@ def build_request(profile: str = "default", *, rootfs=None, image: str | None = 
     if network is not None and network.startswith("bridge:"):
         from ..net.model import parse_network
         network, bridge = parse_network(network)
+    if network is not None and network.startswith("allow"):
+        # --net allow:HOST[,HOST...]: checked here (a malformed name is a
+        # usage error naming it); kept whole so the template cache keys on it
+        from ..net.egress import parse_rules
+        _, sep, rules = network.partition(":")
+        if not sep or not rules.strip():
+            raise UsageError(f"bad --net {network!r}: name the destinations, "
+                             "as in allow:pypi.org,*.pythonhosted.org")
+        network = "allow:" + ",".join(str(r) for r in parse_rules(rules, "--net allow:"))
     ports, dns = tuple(ports), tuple(dns)
+    allow_host = tuple(allow_host)
+    if allow_host:
+        from ..net.model import parse_allow_host
+        allow_host = tuple(dict.fromkeys(parse_allow_host(p) for p in allow_host))
     if ports or dns:
         from ..net.model import parse_dns, parse_port
         ports = tuple(parse_port(p) if isinstance(p, str) else p for p in ports)
@@ -83,7 +98,7 @@ def build_request(profile: str = "default", *, rootfs=None, image: str | None = 
     return Request(profile=os.fspath(profile), rootfs=None if rootfs is None else os.fspath(rootfs),
                    image=image, volumes=vols, name=name, hostname=hostname,
                    env=tuple(_env(env).items()), workdir=workdir, user=_user(user),
-                   network=network, bridge=bridge, ports=ports, dns=dns,
+                   network=network, bridge=bridge, ports=ports, dns=dns, allow_host=allow_host,
                    insecure_options=opts, audit=bool(audit), caller=_caller(audit))
 
 

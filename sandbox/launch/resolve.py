@@ -144,6 +144,26 @@ def apply_values(profile, values: dict, origin: str):
     return profile._replace(**changes, origins=tuple(sorted(origins.items())))
 
 
+def resolve_egress(prof):
+    """A profile whose ``[network] allow`` is set gets mode ``allow`` where
+    its mode is ``none`` (the default, and what ``default.toml`` says),
+    unless ``--net none`` asked for none; in mode ``allow`` the payload's
+    environment points at the egress proxy (``HTTP_PROXY`` and the rest,
+    unless the profile or ``--env`` set them). Pure."""
+    net = prof.network
+    if net.allow and net.mode == "none" and prof.origin("network.mode") != "flag --net":
+        prof = apply_values(prof, {"network.mode": "allow"}, prof.origin("network.allow"))
+    if prof.network.mode != "allow":
+        return prof
+    from ..net.egress import proxy_env
+    env = dict(prof.process.env)
+    added = {k: v for k, v in proxy_env().items() if k not in env}
+    if not added:
+        return prof
+    env.update(added)
+    return apply_values(prof, {"process.env": tuple(env.items())}, "network allow")
+
+
 def resolve_profile(request: Request, paths, *, cached: bool = True):
     """Load the profile named in ``request`` with the command line's
     overrides; `NotFound`/`ProfileError` otherwise. With ``cached`` the
@@ -165,9 +185,13 @@ def resolve_profile(request: Request, paths, *, cached: bool = True):
     if request.user is not None:
         overrides["user.uid"] = (request.user[0], "flag --user")
         overrides["user.gid"] = (request.user[1], "flag --user")
-    if request.network is not None:
+    if request.network is not None and request.network.startswith("allow:"):
+        overrides["network.mode"] = ("allow", "flag --net")
+        overrides["network.allow"] = (request.network[6:].split(","), "flag --net")
+    elif request.network is not None:
         overrides["network.mode"] = (request.network, "flag --net")
     prof = load(request.profile, user_dir=paths.user_profiles, overrides=overrides)
+    prof = resolve_egress(prof)
     if request.env:
         env = dict(prof.process.env)
         env.update(request.env)

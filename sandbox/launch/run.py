@@ -212,7 +212,7 @@ def _run(request: Request, paths, prep: Prepared, hooks) -> RunResult:
     from .network import build_network
     try:
         res = launch(plan, on_forked=forked, on_started=started, on_confined=confined,
-                     network=build_network(plan),
+                     network=build_network(plan, paths if audit else None),
                      **(hooks.launch_options if hooks is not None else {}))
     except SandboxError as e:
         if log.get("launched"):     # issue 14: a recorded launch ends with its exit record

@@ -125,6 +125,10 @@ def status(paths: Paths, rec: dict) -> dict:
         "command": rec.get("argv"), "log": rec.get("log"),
         "resources": rec.get("resources"), "duration_ms": rec.get("duration_ms"),
     })
+    if alive and str(out.get("network") or "").startswith("allow"):
+        # --net allow: the proxy's running counts (not a scan of the audit log)
+        from ..net.egress import read_counts
+        out["egress"] = read_counts(Path(paths.runtime) / rec["id"])
     return out
 
 

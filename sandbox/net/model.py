@@ -65,6 +65,29 @@ def parse_port(text: str) -> PortForward:
     return PortForward(ip, hp, p, proto)
 
 
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    """A port of the host a bridged sandbox may connect to (``--allow-host``)."""
+
+    port: int
+    proto: str = "tcp"
+
+    def __str__(self) -> str:
+        return f"{self.port}/{self.proto}"
+
+
+def parse_allow_host(text) -> HostPort:
+    """``PORT[/tcp|udp]`` to a `HostPort`; `UsageError` (one line) otherwise."""
+    if isinstance(text, HostPort):
+        return text
+    port, _, proto = str(text).strip().partition("/")
+    proto = (proto or "tcp").lower()
+    if not port.isdigit() or not 1 <= int(port) <= 65535 or proto not in ("tcp", "udp"):
+        raise UsageError(f"bad --allow-host {text!r}: write it as PORT[/tcp|udp], "
+                         "a port between 1 and 65535")
+    return HostPort(int(port), proto)
+
+
 def parse_dns(text: str) -> str:
     try:
         return str(ipaddress.ip_address(text.strip()))
@@ -115,6 +138,8 @@ class NetPlan:
     etc_dir: str = ""
     etc_files: tuple = ()
     etc_mode: tuple = ()
+    #: host ports this sandbox may reach through the bridge (`sandbox.net.hostguard`)
+    allow_host: tuple[HostPort, ...] = ()
 
     @property
     def prefixlen(self) -> int:
@@ -123,11 +148,13 @@ class NetPlan:
     def to_dict(self) -> dict:
         return {"mode": "bridge", "bridge": self.bridge, "subnet": self.subnet,
                 "gateway": self.gateway, "ports": [p.to_dict() for p in self.ports],
-                "dns": list(self.dns), "dns_source": self.dns_source, "interface": "eth0"}
+                "dns": list(self.dns), "dns_source": self.dns_source, "interface": "eth0",
+                "host_guard": True, "allow_host": [str(p) for p in self.allow_host]}
 
     def record(self) -> dict:
         """For the audit launch record's ``network`` field."""
         return {"mode": "bridge", "bridge": self.bridge, "subnet": self.subnet,
                 "address": self.address, "gateway": self.gateway,
                 "host_interface": self.host_if,
-                "ports": [p.to_dict() for p in self.ports], "dns": list(self.dns)}
+                "ports": [p.to_dict() for p in self.ports], "dns": list(self.dns),
+                "host_guard": True, "allow_host": [str(p) for p in self.allow_host]}

@@ -90,7 +90,7 @@ def hold_port(f: PortForward, gateway: str) -> socket.socket:
 
 def plan_bridge(paths, sandbox_id: str, *, bridge: str | None, ports=(), dns=(),
                 hostname: str = "sandbox", root=None,
-                hold: bool = True) -> tuple[NetPlan, NetReservation | None]:
+                hold: bool = True, allow_host=()) -> tuple[NetPlan, NetReservation | None]:
     """Check and reserve a bridge network for ``sandbox_id``.
 
     ``ports``: `PortForward` values; ``dns``: name server addresses (empty:
@@ -129,7 +129,8 @@ def plan_bridge(paths, sandbox_id: str, *, bridge: str | None, ports=(), dns=(),
     host_if = "sbx" + sandbox_id[:12]
     np = NetPlan(bridge=bridge, subnet=str(subnet), gateway=gateway, ports=tuple(fwd),
                  dns=tuple(servers), dns_source=source, sandbox_id=sandbox_id,
-                 host_if=host_if, tag=tag, state=str(leases.db_path(paths)))
+                 host_if=host_if, tag=tag, state=str(leases.db_path(paths)),
+                 allow_host=tuple(allow_host))
     if root is not None and root.kind in ("dir", "layers"):
         mode = _etc_mode(root)
         if mode is not None:

@@ -55,7 +55,7 @@ def attach(np: NetPlan, pid: int) -> Handle:
     """
     from pyroute2.netlink.exceptions import NetlinkError
 
-    from . import link, nft
+    from . import hostguard, link, nft
     handle = Handle(np)
     if np.address is None:
         raise SetupError("no address leased for the sandbox", step="network")
@@ -69,6 +69,13 @@ def attach(np: NetPlan, pid: int) -> Handle:
         write_etc_layer(np)
         with host_lock():
             from pyroute2 import IPRoute
+            # the host guard before the bridge can carry anything (hostguard)
+            handle.made.append("guard")
+            hostguard.ensure_guard(np.bridge)
+            if np.allow_host:
+                handle.made.append("allow-host")
+                hostguard.add_allows(np.tag, np.sandbox_id, np.bridge, np.address,
+                                     np.allow_host)
             with IPRoute() as ip:
                 br = link.ensure_bridge(ip, np.bridge, np.gateway, np.prefixlen, np.tag)
                 handle.made.append("veth")
@@ -142,6 +149,18 @@ def detach(handle: Handle) -> list[str]:
                     link.remove_bridge_if_unused(ip, np.bridge, np.tag)
             except Exception as e:  # noqa: BLE001 - reported as a leftover
                 left.append(f"veth {np.host_if} / bridge {np.bridge}: {e}")
+        if "allow-host" in handle.made:
+            from . import hostguard
+            try:
+                hostguard.delete_allows(np.tag, lambda sid: sid == np.sandbox_id)
+            except Exception as e:  # noqa: BLE001
+                left.append(f"nftables allow-host rules of sandbox {np.sandbox_id}: {e}")
+        if "guard" in handle.made and not _bridge_in_use(np.bridge):
+            from . import hostguard
+            try:
+                hostguard.remove_guard(np.bridge)
+            except Exception as e:  # noqa: BLE001
+                left.append(f"nftables host guard of bridge {np.bridge}: {e}")
         if "rules" in handle.made:
             from . import nft
             try:
@@ -155,6 +174,14 @@ def detach(handle: Handle) -> list[str]:
             sock.close()
         handle.sockets = []
     return left
+
+
+def _bridge_in_use(bridge: str) -> bool:
+    """The bridge exists and has a member (a sandbox's veth): its guard stays."""
+    try:
+        return bool(os.listdir(f"/sys/class/net/{bridge}/brif"))
+    except OSError:
+        return False
 
 
 def gc(paths) -> list[str]:
@@ -196,6 +223,13 @@ def gc(paths) -> list[str]:
                     f"{r['owner'].split(':', 1)[1]}" for r in stale]
         if nft.delete_table_if_empty():
             removed.append(f"nftables table {nft.FAMILY} {nft.TABLE}")
+        from . import hostguard
+        gone = hostguard.delete_allows(tag, lambda sid: sid not in live)
+        removed += [f"nftables {r['comment'].split(' ', 1)[1]} rule of a dead sandbox"
+                    for r in gone]
+        for name in sorted(hostguard.guarded_bridges()):
+            if not _bridge_in_use(name) and hostguard.remove_guard(name):
+                removed.append(f"nftables host guard of bridge {name}")
         removed += _gc_rows(paths, rows)
     return removed
 

@@ -78,7 +78,9 @@ class LabelSpec(NamedTuple):
 
 
 class NetworkSpec(NamedTuple):
-    mode: str = "none"  # none | host | bridge
+    mode: str = "none"  # none | host | bridge | allow
+    allow: tuple[str, ...] = ()   # egress rules for mode allow (sandbox.net.egress)
+    deny: tuple[str, ...] = ()
 
 
 class LimitsSpec(NamedTuple):

@@ -276,7 +276,11 @@ SCHEMA: dict[str, tuple] = {
     "label.type": (_str, "sandbox_t"),
     "label.level": (_str, "auto"),
     "label.allow_unlabelled_ro": (_bool, False),
-    "network.mode": (_choice("none", "host", "bridge"), "none"),
+    "network.mode": (_choice("none", "host", "bridge", "allow"), "none"),
+    # egress rules (NAME, *.DOMAIN, ADDRESS, each [:PORT]), checked by
+    # sandbox.net.egress.policy when the plan is built
+    "network.allow": (_list_of(_str), ()),
+    "network.deny": (_list_of(_str), ()),
     "limits.memory": (_optional_size, None),
     "limits.pids": (_optional_count, None),
     "limits.nofile": (_optional_count, None),
@@ -294,7 +298,7 @@ SCHEMA: dict[str, tuple] = {
 #: keys whose values are lists and so accept ``_add`` / ``_remove``.
 LIST_KEYS = frozenset(k for k in SCHEMA if k in {
     "optional", "capabilities.retain", "filesystem.tmpfs",
-    "filesystem.masked_paths", "filesystem.read_only_paths"})
+    "filesystem.masked_paths", "filesystem.read_only_paths", "network.allow", "network.deny"})
 #: keys whose TOML value is a table but which are leaves here.
 TABLE_LEAVES = frozenset({"process.env"})
 ALIASES = {"capabilities.add": "capabilities.retain_add",

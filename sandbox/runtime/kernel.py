@@ -9,8 +9,10 @@ can hold that no package reaches into another's private modules.
 
 from __future__ import annotations
 
-from ._kernel import (MNT_DETACH, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, UMOUNT_NOFOLLOW,
-                      close_range, openat2, seccomp_set_filter, umount2)
+from ._kernel import (CLONE_NEWNET, CLONE_NEWUSER, MNT_DETACH, PR_SET_PDEATHSIG,
+                      RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, UMOUNT_NOFOLLOW, close_range,
+                      openat2, prctl, seccomp_set_filter, setns, umount2)
 
-__all__ = ["MNT_DETACH", "RESOLVE_NO_MAGICLINKS", "RESOLVE_NO_SYMLINKS", "UMOUNT_NOFOLLOW",
+__all__ = ["CLONE_NEWNET", "CLONE_NEWUSER", "PR_SET_PDEATHSIG", "prctl", "setns",
+           "MNT_DETACH", "RESOLVE_NO_MAGICLINKS", "RESOLVE_NO_SYMLINKS", "UMOUNT_NOFOLLOW",
            "close_range", "openat2", "seccomp_set_filter", "umount2"]

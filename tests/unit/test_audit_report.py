@@ -287,3 +287,51 @@ def test_break_glass_outside_a_launch_fails_priv06_and_not_priv02(tmp_path):
     assert st["SBX-PRIV-02"].status == "pass"
     assert st["SBX-PRIV-06"].status == "fail"
     assert [e.seq for e in st["SBX-PRIV-06"].failures] == [alone]
+
+
+def _egress(sid, host, decision, rule):
+    return {"sandbox_id": sid, "protocol": "http", "decision": decision, "host": host,
+            "port": 443, "address": "93.184.216.34" if decision == "allowed" else None,
+            "rule": rule, "reason": f"{host}:443 ...", "bytes_out": 10, "bytes_in": 20,
+            "duration_ms": 1.0}
+
+
+def test_egress_controls_fail_on_unrestricted_network_and_denied_egress(tmp_path):
+    """SBX-NET-01 fails a launch on the host's network or a bridge and
+    passes one with an allow-list; SBX-NET-02 fails each denied connection."""
+    p = Paths.resolve(tmp_path)
+    allow = samples.launch("default", "sb-allow")
+    allow["network"] = {"mode": "allow", "allow": ["good.test"], "deny": []}
+    seqs = {"allow": record_event(p, "launch", allow)}
+    record_event(p, "egress", _egress("sb-allow", "good.test", "allowed", "good.test"))
+    seqs["denied"] = record_event(p, "egress", _egress("sb-allow", "bad.test", "denied", None))
+    record_event(p, "exit", samples.exit_("sb-allow"))
+    host = samples.launch("default", "sb-host")
+    host["network"] = {"mode": "host", "shared_with_host": True}
+    seqs["host"] = record_event(p, "launch", host)
+    record_event(p, "exit", samples.exit_("sb-host"))
+    log = AuditLog(p)
+    rep = build_report(log)
+    log.close()
+    res = {r.control.id: r for r in rep.results}
+    assert res["SBX-NET-01"].status == "fail"
+    assert [e.seq for e in res["SBX-NET-01"].failures] == [seqs["host"]]
+    assert res["SBX-NET-02"].status == "fail"
+    (f,) = res["SBX-NET-02"].failures
+    assert f.seq == seqs["denied"] and f.sandbox_id == "sb-allow"
+    assert f.message == "egress denied: bad.test:443 ..."
+
+
+def test_egress_controls_pass_with_only_allowed_egress(tmp_path):
+    p = Paths.resolve(tmp_path)
+    allow = samples.launch("default", "sb-allow")
+    allow["network"] = {"mode": "allow", "allow": ["good.test"], "deny": []}
+    record_event(p, "launch", allow)
+    record_event(p, "egress", _egress("sb-allow", "good.test", "allowed", "good.test"))
+    record_event(p, "exit", samples.exit_("sb-allow"))
+    log = AuditLog(p)
+    rep = build_report(log)
+    log.close()
+    res = {r.control.id: r for r in rep.results}
+    assert res["SBX-NET-01"].status == "pass" and res["SBX-NET-02"].status == "pass"
+    assert "1 connection(s) allowed" in res["SBX-NET-02"].evidence[0].message
