@@ -36,6 +36,9 @@ class Sandbox:
     ``env``, ``hostname``, ``workdir``, ``user``: command-line overrides of
     the profile. ``root``: keep config, state and runtime under this folder.
     ``insecure_options``: e.g. ``("image",)`` to run an unsigned image.
+    ``timeout`` (seconds or ``"30s"``), ``cpus``, ``memory``, ``pids_limit``
+    and ``ulimits`` (``"NAME=SOFT[:HARD]"``): the limits of every launch,
+    over the profile's, as the run options of the same names.
     """
 
     def __init__(self, profile: str = "default", *, rootfs: str | os.PathLike | None = None,
@@ -45,12 +48,16 @@ class Sandbox:
                  user: str | tuple[int, int] | None = None, root: str | os.PathLike | None = None,
                  insecure_options: Sequence[str] = (), network: str | None = None,
                  ports: Iterable[str] = (), dns: Iterable[str] = (),
-                 audit: bool = True):
+                 audit: bool = True, timeout: str | float | None = None,
+                 cpus: str | float | None = None, memory: str | int | None = None,
+                 pids_limit: str | int | None = None, ulimits: Iterable[str] = ()):
         self.paths = Paths.resolve(root)
         self.request: Request = build_request(
             profile, rootfs=rootfs, image=image, volumes=volumes, name=name,
             hostname=hostname, env=env, workdir=workdir, user=user, network=network,
-            ports=ports, dns=dns, insecure_options=insecure_options, audit=audit)
+            ports=ports, dns=dns, insecure_options=insecure_options, audit=audit,
+            timeout=timeout, cpus=cpus, memory=memory, pids_limit=pids_limit,
+            ulimits=ulimits)
 
     # the request's fields, read-only, under their old names
     profile_ref = property(lambda self: self.request.profile)

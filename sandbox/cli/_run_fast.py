@@ -70,6 +70,21 @@ RUN_OPTIONS: tuple[Opt, ...] = (
     Opt(("--insecure-options",), "insecure", metavar="LIST", default="",
         help="Comma-separated protections to skip; 'image' runs an unverified image. "
              "Recorded in the audit log."),
+    Opt(("--timeout",), "timeout", metavar="DURATION",
+        help="Stop the sandbox after DURATION (30s, 5m, 1h): SIGTERM, then SIGKILL "
+             "2s later; exit status 124, as timeout(1)."),
+    Opt(("--cpus",), "cpus", metavar="N",
+        help="CPUs' worth of time the sandbox may use (0.5: half a CPU), through the "
+             "cgroup cpu controller."),
+    Opt(("--memory", "-m"), "memory", metavar="SIZE",
+        help="Memory limit (512M, 1G) through the memory cgroup; rootless on cgroup v1: "
+             "RLIMIT_AS instead (said at launch)."),
+    Opt(("--pids-limit",), "pids_limit", metavar="N",
+        help="Most processes at once (-1: unlimited) through the pids cgroup; rootless on "
+             "cgroup v1: RLIMIT_NPROC instead (said at launch)."),
+    Opt(("--ulimit",), "ulimits", multiple=True, metavar="NAME=SOFT[:HARD]",
+        help="An rlimit as Docker's --ulimit (nofile, nproc, cpu, as, fsize, core, ...); "
+             "-1 is unlimited."),
     Opt(("--dry-run",), "dry_run", takes_value=False,
         help="Print the launch plan and exit; touch nothing."),
     Opt(("--json",), "as_json", takes_value=False, help="With --dry-run: the plan as JSON."),
@@ -150,13 +165,17 @@ _INDEX = option_index()
 
 def execute(*, root, image, profile, rootfs, volumes, name, hostname, env, workdir, user,
             network, insecure, dry_run, as_json, argv, ports=(), dns=(),
-            detach=False) -> int:
+            detach=False, timeout=None, cpus=None, memory=None, pids_limit=None,
+            ulimits=()) -> int:
     """The body of ``sandbox run``; returns the exit status."""
     from ..errors import UsageError
     if as_json and not dry_run:
         raise UsageError("--json goes with --dry-run")
     if detach and dry_run:
         raise UsageError("--detach does not go with --dry-run")
+    if detach and timeout is not None:
+        raise UsageError("--timeout does not go with --detach yet",
+                         hint="stop a detached sandbox with 'sandbox stop ID'")
     if not argv and image is None:
         raise UsageError("no command given", hint="sandbox run [OPTIONS] [IMAGE] -- CMD [ARGS...]")
     from ..launch.request import parse_env_pairs, parse_insecure
@@ -167,7 +186,9 @@ def execute(*, root, image, profile, rootfs, volumes, name, hostname, env, workd
     from ..api import Sandbox
     box = Sandbox(profile, rootfs=rootfs, image=image, volumes=volumes, name=name,
                   hostname=hostname, env=parse_env_pairs(env), workdir=workdir, user=user,
-                  root=root, insecure_options=opts, network=network, ports=ports, dns=dns)
+                  root=root, insecure_options=opts, network=network, ports=ports, dns=dns,
+                  timeout=timeout, cpus=cpus, memory=memory, pids_limit=pids_limit,
+                  ulimits=ulimits)
     if dry_run:
         plan = box.plan(argv or ())
         if as_json:

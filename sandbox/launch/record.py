@@ -143,8 +143,7 @@ def build_launch_record(plan, plan_digest: str, resolved, leases, request,
                                       _padded(resolved.volumes, lp.volumes if lp else ()))],
         "network": plan.net.record() if plan.net is not None else
         {"mode": plan.network, "shared_with_host": plan.network == "host"},
-        "limits": {"memory": p.limits.memory, "pids": p.limits.pids,
-                   "nofile": p.limits.nofile},
+        "limits": _limits_record(plan, p),
         "label": plan.label,
         "landlock": {"enabled": bool(plan.landlock_abi and plan.landlock),
                      "abi": plan.landlock_abi or None},
@@ -158,6 +157,23 @@ def build_launch_record(plan, plan_digest: str, resolved, leases, request,
 #: the seal protects the head meanwhile, and `audit verify`, `audit export`
 #: and every other kind of record bring the signature up to it
 UNSIGNED_KINDS = frozenset({"launch", "exit", "insecure-option"})
+
+
+def _limits_record(plan, profile) -> dict:
+    """The limits asked for, where each came from, and what was applied:
+    the rlimits, the cgroup writes and what could not be applied as asked."""
+    lim = profile.limits
+    origins = dict(profile.origins)
+    d = {"memory": lim.memory, "pids": lim.pids, "nofile": lim.nofile}
+    for key in ("cpus", "timeout"):
+        if getattr(lim, key, None) is not None:
+            d[key] = getattr(lim, key)
+    d["origins"] = {k.partition(".")[2]: v for k, v in sorted(origins.items())
+                    if k.startswith("limits.") and v.startswith("flag ")}
+    d["rlimits"] = [list(r) for r in plan.rlimits]
+    d["cgroup"] = [[f, v] for f, v in plan.cgroup.writes] if plan.cgroup else []
+    d["not_applied"] = [list(x) for x in plan.not_applied]
+    return d
 
 
 def _inode(hp) -> dict:

@@ -46,12 +46,66 @@ class Request(NamedTuple):
     dns: tuple[str, ...] = ()
     insecure_options: tuple[str, ...] = ()
     audit: bool = True
+    #: ``(profile key, checked value, origin)``: the per-run limits
+    #: (``--timeout``, ``--cpus``, ``--memory``, ``--pids-limit``)
+    limits: tuple[tuple[str, object, str], ...] = ()
+    #: ``--ulimit`` values, checked: ``(RLIMIT_NAME, soft, hard)``
+    ulimits: tuple[tuple[str, int, int], ...] = ()
+
+
+#: run option -> the profile key it overrides (issue 15: limits for
+#: untrusted work); the value is checked by the profile's own schema
+LIMIT_FLAGS = (("timeout", "limits.timeout", "--timeout"),
+               ("cpus", "limits.cpus", "--cpus"),
+               ("memory", "limits.memory", "--memory"),
+               ("pids_limit", "limits.pids", "--pids-limit"))
+
+
+def build_limits(**values) -> tuple[tuple[str, object, str], ...]:
+    """The per-run limits (keywords of `LIMIT_FLAGS`; None: not given),
+    each checked as the profile checks it; `UsageError` naming the flag."""
+    from ..profile import schema
+    out = []
+    for kw, key, flag in LIMIT_FLAGS:
+        raw = values.get(kw)
+        if raw is None:
+            continue
+        if kw == "pids_limit" and isinstance(raw, str):     # Docker: -1 is unlimited
+            raw = "unlimited" if raw.strip() == "-1" else \
+                int(raw) if raw.strip().isdigit() else raw
+        try:
+            out.append((key, schema.check(key, raw, None), f"flag {flag}"))
+        except ValueError as e:
+            raise UsageError(f"bad {flag} {raw!r}: {e}") from None
+    return tuple(out)
+
+
+def parse_ulimits(values) -> tuple[tuple[str, int, int], ...]:
+    """``--ulimit NAME=SOFT[:HARD]`` strings (or checked triples) to
+    ``(RLIMIT_NAME, soft, hard)``; `UsageError` naming the bad one."""
+    from ..profile import schema
+    out = []
+    for v in values:
+        if isinstance(v, tuple):
+            out.append(v)
+            continue
+        name, sep, val = str(v).partition("=")
+        if not sep or not name or not val:
+            raise UsageError(f"bad --ulimit {v!r}", hint="write it as NAME=SOFT[:HARD], "
+                             "e.g. nofile=1024:2048 or cpu=10")
+        try:
+            out.append(schema.parse_ulimit(name, val))
+        except ValueError as e:
+            raise UsageError(f"bad --ulimit {v!r}: {e}") from None
+    return tuple(out)
 
 
 def build_request(profile: str = "default", *, rootfs=None, image: str | None = None,
                   volumes=(), name: str | None = None, hostname: str | None = None,
                   env=None, workdir: str | None = None, user=None, network: str | None = None,
-                  ports=(), dns=(), insecure_options=(), audit: bool = True) -> Request:
+                  ports=(), dns=(), insecure_options=(), audit: bool = True,
+                  timeout=None, cpus=None, memory=None, pids_limit=None,
+                  ulimits=()) -> Request:
     """Check every field and return the `Request`; `UsageError` naming the
     first bad one otherwise. Accepts the library's forms (a mapping for
     ``env``, ``(UID, GID)`` for ``user``, `Volume` values) and the CLI's
@@ -80,7 +134,10 @@ def build_request(profile: str = "default", *, rootfs=None, image: str | None = 
                    image=image, volumes=vols, name=name, hostname=hostname,
                    env=tuple(_env(env).items()), workdir=workdir, user=_user(user),
                    network=network, bridge=bridge, ports=ports, dns=dns,
-                   insecure_options=opts, audit=bool(audit))
+                   insecure_options=opts, audit=bool(audit),
+                   limits=build_limits(timeout=timeout, cpus=cpus, memory=memory,
+                                       pids_limit=pids_limit),
+                   ulimits=parse_ulimits(ulimits))
 
 
 def parse_insecure(text: str) -> tuple[str, ...]:

@@ -168,6 +168,13 @@ def resolve_profile(request: Request, paths, *, cached: bool = True):
     if request.network is not None:
         overrides["network.mode"] = (request.network, "flag --net")
     prof = load(request.profile, user_dir=paths.user_profiles, overrides=overrides)
+    for key, value, origin in request.limits:        # checked by build_request
+        prof = apply_values(prof, {key: value}, origin)
+    if request.ulimits:         # each --ulimit replaces the profile's for its name
+        lims = {n: (n, s, h) for n, s, h in prof.limits.ulimits}
+        lims.update({n: (n, s, h) for n, s, h in request.ulimits})
+        prof = apply_values(prof, {"limits.ulimits": tuple(sorted(lims.values()))},
+                            "flag --ulimit")
     if request.env:
         env = dict(prof.process.env)
         env.update(request.env)
@@ -297,13 +304,17 @@ def check_host(profile) -> tuple[bool, tuple[str, ...]]:
     for a protection the profile needs and the host lacks (fail closed)."""
     missing: list[str] = []
     ok = True
-    if profile.limits.memory is not None or profile.limits.pids is not None:
+    lim = profile.limits
+    cpus = getattr(lim, "cpus", None)
+    if lim.memory is not None or lim.pids is not None or cpus is not None:
         from ..runtime import cgroups
-        ok, why = cgroups.available()
+        ok, why = cgroups.available(cpu=cpus is not None)
         if not ok:
             if "cgroups" not in profile.optional:
+                what = "/".join(n for n, v in (("memory", lim.memory), ("pids", lim.pids),
+                                               ("cpus", cpus)) if v is not None)
                 raise HostSupportError(
-                    f"profile {profile.name!r} sets memory/pids limits but {why}",
+                    f"profile {profile.name!r} sets {what} limits but {why}",
                     hint='run as root, or add "cgroups" to the profile\'s optional list')
             missing.append("cgroups")
     return ok, tuple(missing)

@@ -176,6 +176,8 @@ def _run(request: Request, paths, prep: Prepared, hooks) -> RunResult:
     except SandboxError as e:
         _refuse(paths, request, sid, Refusal("leases", e), resolved.profile, resolved.image)
         raise
+    if plan.not_applied:            # fail loud: said at launch, not only in the record
+        announce_not_applied(plan)
     if hooks is not None:           # lifecycle: record the resources first
         hooks.planned(plan, resolved.image)
     log: dict = {}
@@ -207,6 +209,14 @@ def _run(request: Request, paths, prep: Prepared, hooks) -> RunResult:
         append_record(paths, "exit", rec.build_exit_record(res), log.get("log"))
     return RunResult(res.sandbox_id, res.status, res.signal, res.duration_ms,
                      plan_digest, res.effective, res.missing)
+
+
+def announce_not_applied(plan) -> None:
+    """One line on stderr naming every requested limit the host could not
+    apply as asked, and what was applied instead (requested -> applied)."""
+    import sys
+    sys.stderr.write("sandbox: warning: limits not applied as asked (no usable cgroups): "
+                     + "; ".join(f"{r} -> {a}" for r, a in plan.not_applied) + "\n")
 
 
 def apply_relabels_fd(label_plan, volumes) -> tuple[str, ...]:

@@ -22,7 +22,7 @@ from ..errors import (CommandNotExecutable, CommandNotFound, HostSupportError,
                       SetupError)
 from . import _kernel as k, cgroups
 from .child import FORWARDED_SIGNALS, first_child
-from .plan import LaunchPlan
+from .plan import TIMEOUT_GRACE, TIMEOUT_STATUS, LaunchPlan
 
 
 class LaunchResult(NamedTuple):
@@ -233,6 +233,47 @@ def _crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def wait_timed(c_pid: int, pid1: int, timeout: float,
+               grace: float = TIMEOUT_GRACE) -> tuple[int, bool]:
+    """Wait for the first child ``c_pid`` at most ``timeout`` seconds, then
+    stop the sandbox as timeout(1) and Docker do: SIGTERM to its PID 1
+    (which forwards it to the payload), SIGKILL ``grace`` seconds later
+    (the kernel then kills every process of the pid namespace).
+    ``(wait status, timed out)``. A pidfd, not SIGALRM: no signal handler,
+    so any thread may run a launch.
+
+    RUNTIME STEP (issue 15): the executor's supervisor needs the same."""
+    import select
+    pidfd = os.pidfd_open(c_pid)
+    try:        # PID 1 by a pidfd too: its number may be reused once C reaps it
+        pid1fd = os.pidfd_open(pid1)
+    except ProcessLookupError:
+        pid1fd = None
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        timed_out = False
+        for sig, budget in ((signal.SIGTERM, timeout), (signal.SIGKILL, grace)):
+            deadline = time.monotonic() + budget
+            while not poller.poll(max(0, deadline - time.monotonic()) * 1000):
+                if time.monotonic() >= deadline:
+                    break
+            else:
+                break           # exited within the budget
+            timed_out = True
+            try:
+                if pid1fd is not None:
+                    signal.pidfd_send_signal(pid1fd, sig)
+            except ProcessLookupError:
+                pass
+        _, status = os.waitpid(c_pid, 0)
+        return status, timed_out
+    finally:
+        os.close(pidfd)
+        if pid1fd is not None:
+            os.close(pid1fd)
+
+
 def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
            on_forked=None, wait=None, network=None) -> LaunchResult:
     """Run the plan to completion and return how it ended.
@@ -396,11 +437,19 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
             resume_w = None
         os.close(ready_r)
         os.close(err_r)
-        _, status = os.waitpid(c_pid, 0) if wait is None else wait(c_pid)
+        timed_out = False
+        if wait is not None:
+            _, status = wait(c_pid)
+        elif plan.timeout is not None and error is None and target["pid"] is not None:
+            status, timed_out = wait_timed(c_pid, target["pid"], plan.timeout)
+        else:
+            _, status = os.waitpid(c_pid, 0)
         c_pid = None
         _crash_point("reaped")
         code = os.waitstatus_to_exitcode(status)
         code = 128 - code if code < 0 else code
+        if timed_out:
+            code = TIMEOUT_STATUS
         if error is not None:
             raise error
         sig = code - 128 if code > 128 else None
