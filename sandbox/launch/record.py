@@ -90,8 +90,11 @@ def build_insecure_record(sid: str, option: str, image, request) -> dict:
 
 
 def build_exit_record(result) -> dict:
-    return {"sandbox_id": result.sandbox_id, "status": result.status, "signal": result.signal,
-            "duration_ms": round(result.duration_ms, 3)}
+    d = {"sandbox_id": result.sandbox_id, "status": result.status, "signal": result.signal,
+         "duration_ms": round(result.duration_ms, 3)}
+    if getattr(result, "timed_out", False):
+        d["timed_out"] = True           # 124 from the timeout, not the payload's own
+    return d
 
 
 #: uid -> user name, for launch records (looked up once per process)
@@ -193,20 +196,20 @@ def _root_record(plan, resolved, request) -> dict:
     return d
 
 
-def append_record(paths, kind: str, data: dict, log=None) -> None:
+def append_record(paths, kind: str, data: dict, log=None) -> int | None:
     """Append one audit event. A launch, exit or insecure-option record
     that cannot be written raises (`SetupError`): the launch fails closed.
     A *refusal* that cannot be written only warns: the caller is about to
     raise the refusal itself, whose reason must not be replaced by the
-    audit error (the next launch fails on the log anyway)."""
+    audit error (the next launch fails on the log anyway). Returns the
+    record's sequence number (None for an unrecorded refusal)."""
     try:
         if log is None:
             from ..audit import prepare
             log = prepare(paths)
         if kind in UNSIGNED_KINDS:
-            log.append(kind, data, sign=False)
-        else:
-            log.append(kind, data)
+            return log.append(kind, data, sign=False)
+        return log.append(kind, data)
     except Exception as e:
         if kind != "refusal" or not isinstance(e, SandboxError):
             raise

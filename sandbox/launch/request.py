@@ -241,6 +241,12 @@ def _env_name_ok(k: str) -> bool:
         all(c.isascii() and (c.isalnum() or c == "_") for c in k)
 
 
+def check_env(env) -> dict[str, str]:
+    """A mapping of environment variables, checked (names, string values
+    without NUL); `UsageError` naming the first bad one."""
+    return _env(env)
+
+
 def _env(env) -> dict[str, str]:
     out = {}
     for k, v in dict(env or {}).items():

@@ -37,6 +37,18 @@ class RunResult(NamedTuple):
     plan_digest: str
     effective: dict | None = None
     missing: tuple[str, ...] = ()
+    #: the audit log's sequence number of this launch's record (None: audit off)
+    audit_seq: int | None = None
+    timed_out: bool = False         # stopped by its timeout (status 124)
+    #: as subprocess.CompletedProcess: the command, and what was captured
+    args: tuple[str, ...] = ()
+    stdout: bytes | str | None = None
+    stderr: bytes | str | None = None
+
+    @property
+    def returncode(self) -> int:
+        """``status``, under subprocess's name (a signal is 128+N here)."""
+        return self.status
 
 
 class Refused(Exception):
@@ -133,11 +145,13 @@ def plan_launch(request: Request, argv, paths, *, sandbox_id: str | None = None,
                                            for m in prep.plan.mounts))
 
 
-def run_launch(request: Request, argv, paths, *, hooks=None, load_profile=None) -> RunResult:
+def run_launch(request: Request, argv, paths, *, hooks=None, load_profile=None,
+               stdio=None) -> RunResult:
     """Launch ``argv`` and wait for it; every record written (with
     ``request.audit``). ``hooks`` (the detached supervisor's,
     `sandbox.launch.detach`): ``sandbox_id``, ``planned(plan, image)``,
-    ``forked()``, ``started(effective, pid)`` and ``launch_options``."""
+    ``forked()``, ``started(effective, pid)`` and ``launch_options``.
+    ``stdio``: the payload's stdin, stdout, stderr fds (None: the caller's)."""
     sid = hooks.sandbox_id if hooks is not None else os.urandom(6).hex()
     try:
         prep = prepare_launch(request, argv, paths, sid, dry=False, load_profile=load_profile)
@@ -145,7 +159,7 @@ def run_launch(request: Request, argv, paths, *, hooks=None, load_profile=None) 
         _refuse(paths, request, sid, r.refusal, r.profile, r.image)
         raise r.refusal.error from None
     try:
-        return _run(request, paths, prep, hooks)
+        return _run(request, paths, prep, hooks, stdio)
     finally:
         prep.leases.release()
         prep.resolved.close()
@@ -158,7 +172,7 @@ def _refuse(paths, request, sid, refusal, profile, image, log=None) -> None:
             sid, refusal, request, profile=profile, image=image, paths=paths), log)
 
 
-def _run(request: Request, paths, prep: Prepared, hooks) -> RunResult:
+def _run(request: Request, paths, prep: Prepared, hooks, stdio=None) -> RunResult:
     from ..runtime.spawn import launch
     from . import record as rec
     resolved, leases, plan = prep
@@ -192,7 +206,7 @@ def _run(request: Request, paths, prep: Prepared, hooks) -> RunResult:
 
     def started(effective, pid):
         if audit:
-            append_record(paths, "launch", rec.build_launch_record(
+            log["seq"] = append_record(paths, "launch", rec.build_launch_record(
                 plan, plan_digest, resolved, leases, request, effective), log.get("log"))
         if hooks is not None:       # lifecycle: state running, caller told
             hooks.started(effective, pid)
@@ -200,7 +214,7 @@ def _run(request: Request, paths, prep: Prepared, hooks) -> RunResult:
     from .network import build_network
     try:
         res = launch(plan, on_forked=forked, on_started=started, network=build_network(plan),
-                     **(hooks.launch_options if hooks is not None else {}))
+                     stdio=stdio, **(hooks.launch_options if hooks is not None else {}))
     except SandboxError as e:
         _refuse(paths, request, sid, Refusal("run", e), resolved.profile, resolved.image,
                 log.get("log"))
@@ -208,7 +222,8 @@ def _run(request: Request, paths, prep: Prepared, hooks) -> RunResult:
     if audit:
         append_record(paths, "exit", rec.build_exit_record(res), log.get("log"))
     return RunResult(res.sandbox_id, res.status, res.signal, res.duration_ms,
-                     plan_digest, res.effective, res.missing)
+                     plan_digest, res.effective, res.missing, log.get("seq"), res.timed_out,
+                     tuple(plan.argv))
 
 
 def announce_not_applied(plan) -> None:

@@ -40,6 +40,7 @@ class LaunchResult(NamedTuple):
     effective: dict | None = None
     missing: tuple[str, ...] = ()
     leftovers: tuple[str, ...] = ()
+    timed_out: bool = False         # stopped by plan.timeout (status 124)
 
 
 def _pipe():
@@ -274,8 +275,24 @@ def wait_timed(c_pid: int, pid1: int, timeout: float,
             os.close(pid1fd)
 
 
+def apply_child_fds(stdio, keep) -> None:
+    """In C, first thing after fork: the caller's chosen stdin, stdout and
+    stderr (``stdio``: three fds or None each, None keeping ours) become
+    fds 0-2, and every other fd but ``keep`` is closed. Another thread may
+    have forked this process while holding its own launch's pipes: without
+    this, C would keep them open and that launch would wait for EOF on them
+    as long as this sandbox lives (and the payload could inherit them).
+
+    RUNTIME STEP (issue 15): the executor does the same with its stdio."""
+    from .child import _close_all_but
+    for i, fd in enumerate(stdio or (None, None, None)):
+        if fd is not None and fd != i:
+            os.dup2(fd, i, inheritable=True)
+    _close_all_but(*{f for f in keep if f is not None})
+
+
 def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
-           on_forked=None, wait=None, network=None) -> LaunchResult:
+           on_forked=None, wait=None, network=None, stdio=None) -> LaunchResult:
     """Run the plan to completion and return how it ended.
 
     ``on_forked()`` runs in the supervisor while the child sets up (the
@@ -289,6 +306,12 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
     unshared and its id maps are written, ``network.detach() -> list[str]``
     (what could not be removed) at teardown. The runtime imports no
     networking code (DESIGN §11); the launch stage makes this object.
+    ``stdio``: the payload's stdin, stdout and stderr as three fds (None
+    each: the caller's own), e.g. the write end of a capture pipe.
+    Signals are forwarded to the sandbox only when called from the main
+    thread (the only one Python delivers them to); from any other thread a
+    launch changes no signal disposition, so several threads may launch
+    at once.
     Raises `SetupError`, `CommandNotFound`, `CommandNotExecutable` or
     `HostSupportError`; in every case nothing of the sandbox is left.
     """
@@ -343,7 +366,9 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
         except ProcessLookupError:
             pass
 
-    old_handlers = {s: signal.signal(s, forward) for s in FORWARDED_SIGNALS}
+    import threading
+    old_handlers = {s: signal.signal(s, forward) for s in FORWARDED_SIGNALS} \
+        if threading.current_thread() is threading.main_thread() else {}
     parent = os.getpid()
     c_pid = None
     try:
@@ -354,6 +379,9 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
                     os.close(fd)
                 if idm_p is not None:
                     idm_p.close()
+                apply_child_fds(stdio, (ready_w, go_r, err_w, resume_r,
+                                        idm_c.fileno() if idm_c is not None else None,
+                                        *(m.fd for m in plan.mounts if m.fd is not None)))
                 first_child(plan, parent, ready_w, go_r, err_w, cgroups.join, layers_sock=idm_c,
                             resume_r=resume_r)
             finally:
@@ -454,7 +482,7 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
             raise error
         sig = code - 128 if code > 128 else None
         return LaunchResult(plan.sandbox_id, code, sig, (time.monotonic() - t0) * 1000,
-                            effective, tuple(missing), tuple(leftovers))
+                            effective, tuple(missing), tuple(leftovers), timed_out)
     finally:
         if resume_w is not None:
             os.close(resume_w)
