@@ -38,7 +38,9 @@ class Sandbox:
     ``insecure_options``: e.g. ``("image",)`` to run an unsigned image.
     ``timeout`` (seconds or ``"30s"``), ``cpus``, ``memory``, ``pids_limit``
     and ``ulimits`` (``"NAME=SOFT[:HARD]"``): the limits of every launch,
-    over the profile's, as the run options of the same names.
+    over the profile's, as the run options of the same names; so are
+    ``cap_add``, ``cap_drop``, ``security_opt``, ``tmpfs``, ``read_only``
+    (None: the profile's) and ``entrypoint``.
     """
 
     def __init__(self, profile: str = "default", *, rootfs: str | os.PathLike | None = None,
@@ -50,14 +52,20 @@ class Sandbox:
                  ports: Iterable[str] = (), dns: Iterable[str] = (),
                  audit: bool = True, timeout: str | float | None = None,
                  cpus: str | float | None = None, memory: str | int | None = None,
-                 pids_limit: str | int | None = None, ulimits: Iterable[str] = ()):
+                 pids_limit: str | int | None = None, ulimits: Iterable[str] = (),
+                 cap_add: Iterable[str] = (), cap_drop: Iterable[str] = (),
+                 security_opt: Iterable[str] = (), tmpfs: Iterable[str] = (),
+                 read_only: bool | None = None,
+                 entrypoint: str | Sequence[str] | None = None):
         self.paths = Paths.resolve(root)
         self.request: Request = build_request(
             profile, rootfs=rootfs, image=image, volumes=volumes, name=name,
             hostname=hostname, env=env, workdir=workdir, user=user, network=network,
             ports=ports, dns=dns, insecure_options=insecure_options, audit=audit,
             timeout=timeout, cpus=cpus, memory=memory, pids_limit=pids_limit,
-            ulimits=ulimits)
+            ulimits=ulimits, cap_add=tuple(cap_add), cap_drop=tuple(cap_drop),
+            security_opt=tuple(security_opt), tmpfs=tuple(tmpfs), read_only=read_only,
+            entrypoint=entrypoint)
 
     # the request's fields, read-only, under their old names
     profile_ref = property(lambda self: self.request.profile)

@@ -85,6 +85,28 @@ RUN_OPTIONS: tuple[Opt, ...] = (
     Opt(("--ulimit",), "ulimits", multiple=True, metavar="NAME=SOFT[:HARD]",
         help="An rlimit as Docker's --ulimit (nofile, nproc, cpu, as, fsize, core, ...); "
              "-1 is unlimited."),
+    Opt(("--entrypoint",), "entrypoint", metavar="CMD",
+        help="Run CMD first (the image's Entrypoint replaced, its Cmd dropped); '' "
+             "clears the image's."),
+    Opt(("--env-file",), "env_files", multiple=True, metavar="FILE",
+        help="Read NAME=VALUE lines (NAME alone: the caller's value) before --env."),
+    Opt(("--cap-add",), "cap_add", multiple=True, metavar="CAP",
+        help="Keep capability CAP besides the profile's (CAP_NET_RAW or NET_RAW)."),
+    Opt(("--cap-drop",), "cap_drop", multiple=True, metavar="CAP",
+        help="Drop capability CAP from the profile's; ALL drops every one."),
+    Opt(("--security-opt",), "security_opt", multiple=True, metavar="OPT",
+        help="seccomp=FILE (an OCI/Docker seccomp JSON), seccomp=unconfined, "
+             "label=level:LEVEL (an MCS level, e.g. s0:c1,c2), no-new-privileges."),
+    Opt(("--tmpfs",), "tmpfs", multiple=True, metavar="DST[:OPTS]",
+        help="A tmpfs at DST (OPTS: size, mode, uid, gid, noexec, nosuid, nodev)."),
+    Opt(("--read-only",), "read_only", takes_value=False,
+        help="Mount the root file system read-only (the profile's default)."),
+    Opt(("--read-write",), "read_write", takes_value=False,
+        help="Leave the root file system writable (an overlay; the lower folders never "
+             "change)."),
+    Opt(("--rm",), "rm", takes_value=False,
+        help="Remove the sandbox when it exits (always so without --detach; with it, "
+             "its record and log go once it has exited)."),
     Opt(("--dry-run",), "dry_run", takes_value=False,
         help="Print the launch plan and exit; touch nothing."),
     Opt(("--json",), "as_json", takes_value=False, help="With --dry-run: the plan as JSON."),
@@ -166,7 +188,8 @@ _INDEX = option_index()
 def execute(*, root, image, profile, rootfs, volumes, name, hostname, env, workdir, user,
             network, insecure, dry_run, as_json, argv, ports=(), dns=(),
             detach=False, timeout=None, cpus=None, memory=None, pids_limit=None,
-            ulimits=()) -> int:
+            ulimits=(), entrypoint=None, env_files=(), cap_add=(), cap_drop=(),
+            security_opt=(), tmpfs=(), read_only=False, read_write=False, rm=False) -> int:
     """The body of ``sandbox run``; returns the exit status."""
     from ..errors import UsageError
     if as_json and not dry_run:
@@ -178,17 +201,28 @@ def execute(*, root, image, profile, rootfs, volumes, name, hostname, env, workd
                          hint="stop a detached sandbox with 'sandbox stop ID'")
     if not argv and image is None:
         raise UsageError("no command given", hint="sandbox run [OPTIONS] [IMAGE] -- CMD [ARGS...]")
-    from ..launch.request import parse_env_pairs, parse_insecure
+    if read_only and read_write:
+        raise UsageError("give either --read-only or --read-write, not both")
+    if rm and detach:
+        raise UsageError("--rm does not go with --detach yet",
+                         hint="remove it once it has exited: sandbox rm ID")
+    from ..launch.request import parse_env_file, parse_env_pairs, parse_insecure
     opts = parse_insecure(insecure)
     if opts:
         sys.stderr.write(f"sandbox: WARNING: insecure options in use: {', '.join(opts)} "
                          "(recorded in the audit log)\n")
     from ..api import Sandbox
+    env_map: dict = {}
+    for f in env_files:
+        env_map.update(parse_env_file(f))
+    env_map.update(parse_env_pairs(env))
     box = Sandbox(profile, rootfs=rootfs, image=image, volumes=volumes, name=name,
-                  hostname=hostname, env=parse_env_pairs(env), workdir=workdir, user=user,
+                  hostname=hostname, env=env_map, workdir=workdir, user=user,
                   root=root, insecure_options=opts, network=network, ports=ports, dns=dns,
                   timeout=timeout, cpus=cpus, memory=memory, pids_limit=pids_limit,
-                  ulimits=ulimits)
+                  ulimits=ulimits, entrypoint=entrypoint, cap_add=cap_add, cap_drop=cap_drop,
+                  security_opt=security_opt, tmpfs=tmpfs,
+                  read_only=True if read_only else False if read_write else None)
     if dry_run:
         plan = box.plan(argv or ())
         if as_json:

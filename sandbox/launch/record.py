@@ -124,9 +124,13 @@ def build_launch_record(plan, plan_digest: str, resolved, leases, request,
         "sandbox_id": plan.sandbox_id, "name": plan.name,
         "user": {"uid": uid, "name": _user_name(uid)},
         "command": list(plan.argv),
+        **({"entrypoint": {"value": list(request.entrypoint), "origin": "flag --entrypoint"}}
+           if getattr(request, "entrypoint", None) is not None else {}),
         "profile": {"name": p.name, "digest": plan.profile_digest, "source": p.source,
                     "unconfined": p.unconfined},
         "plan_digest": plan_digest,
+        # every profile value a run option or argument set, and which one
+        "overrides": {k: o for k, o in p.origins if o.startswith("flag ")},
         "root": _root_record(plan, resolved, request),
         "image": image_dict(resolved.image, request.image),
         "insecure_options": list(plan.insecure_options),

@@ -51,6 +51,11 @@ class Request(NamedTuple):
     limits: tuple[tuple[str, object, str], ...] = ()
     #: ``--ulimit`` values, checked: ``(RLIMIT_NAME, soft, hard)``
     ulimits: tuple[tuple[str, int, int], ...] = ()
+    #: ``(profile key, raw value, origin)`` handed to the profile loader
+    #: (``--cap-add``, ``--cap-drop``, ``--security-opt``, ``--tmpfs``,
+    #: ``--read-only``/``--read-write``), checked by its schema
+    profile_overrides: tuple[tuple[str, object, str], ...] = ()
+    entrypoint: tuple[str, ...] | None = None     # --entrypoint (() clears the image's)
 
 
 #: run option -> the profile key it overrides (issue 15: limits for
@@ -80,6 +85,98 @@ def build_limits(**values) -> tuple[tuple[str, object, str], ...]:
     return tuple(out)
 
 
+def build_profile_overrides(*, cap_add=(), cap_drop=(), security_opt=(), tmpfs=(),
+                            read_only=None) -> tuple[tuple[str, object, str], ...]:
+    """Docker's run options that change the profile, as ``(profile key, raw
+    value, origin)`` for the loader, each checked now by the profile's
+    schema; `UsageError` naming the flag and the value otherwise."""
+    from pathlib import Path
+    from ..profile import schema
+    out: list[tuple[str, object, str]] = []
+
+    def add(key, value, flag, shown=None):
+        try:
+            schema.check(key, value, Path.cwd())
+        except (KeyError, ValueError) as e:
+            raise UsageError(f"bad {flag} {shown if shown is not None else value!r}: "
+                             f"{str(e).strip(chr(39))}") from None
+        out.append((key, value, f"flag {flag}"))
+
+    def caps_norm(cs):          # Docker takes NET_RAW and CAP_NET_RAW alike
+        return [c.upper() if c.upper().startswith("CAP_") or c.upper() == "ALL"
+                else "CAP_" + c.upper() for c in cs]
+    if cap_drop:
+        drop = caps_norm(cap_drop)
+        if "ALL" in drop:
+            from ..capabilities import CAPABILITIES
+            drop = sorted(CAPABILITIES)
+        add("capabilities.retain_remove", drop, "--cap-drop", " ".join(cap_drop))
+    if cap_add:
+        add("capabilities.retain_add", caps_norm(cap_add), "--cap-add", " ".join(cap_add))
+    for opt in security_opt:
+        name, sep, value = opt.partition("=")
+        if not sep and ":" in opt:          # Docker's old spelling seccomp:FILE
+            name, _, value = opt.partition(":")
+        if name == "seccomp" and value:
+            add("seccomp.profile", value, "--security-opt", opt)
+        elif name == "label" and value.startswith("level:") and value[6:]:
+            add("label.level", value[6:], "--security-opt", opt)
+        elif name in ("no-new-privileges", "no-new-privileges:true") and value in ("", "true"):
+            add("process.no_new_privs", True, "--security-opt", opt)
+        else:
+            raise UsageError(f"bad --security-opt {opt!r}",
+                             hint="known: seccomp=FILE, seccomp=unconfined, "
+                                  "label=level:LEVEL (e.g. s0:c1,c2), no-new-privileges")
+    if tmpfs:
+        specs = []
+        for t in tmpfs:
+            dst, _, opts = t.partition(":")
+            # Docker's own tmpfs options: rw/ro are not tmpfs data options here
+            opts = ",".join(o for o in opts.split(",") if o and o not in ("rw",))
+            if "ro" in opts.split(","):
+                raise UsageError(f"bad --tmpfs {t!r}: a read-only tmpfs would stay empty",
+                                 hint="drop ',ro'")
+            specs.append(f"{dst}:{opts}" if opts else dst)
+        add("filesystem.tmpfs_add", specs, "--tmpfs", " ".join(tmpfs))
+    if read_only is not None:
+        add("filesystem.read_only_root", bool(read_only),
+            "--read-only" if read_only else "--read-write")
+    return tuple(out)
+
+
+def parse_env_file(path: str) -> dict[str, str]:
+    """Docker's ``--env-file``: ``NAME=VALUE`` lines, ``NAME`` alone taking
+    the caller's value, ``#`` comments and blank lines skipped."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--env-file {path!r}: cannot read it: "
+                         f"{getattr(e, 'strerror', None) or e}") from None
+    env = {}
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        k, sep, v = line.partition("=")
+        if not sep:
+            if k in os.environ:
+                env[k] = os.environ[k]
+            continue
+        if not _env_name_ok(k):
+            raise UsageError(f"--env-file {path!r} line {n}: bad variable name {k!r}")
+        env[k] = v
+    return env
+
+
+def _entrypoint(value) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (value,) if value else ()
+    return check_argv(value)
+
+
 def parse_ulimits(values) -> tuple[tuple[str, int, int], ...]:
     """``--ulimit NAME=SOFT[:HARD]`` strings (or checked triples) to
     ``(RLIMIT_NAME, soft, hard)``; `UsageError` naming the bad one."""
@@ -105,7 +202,8 @@ def build_request(profile: str = "default", *, rootfs=None, image: str | None = 
                   env=None, workdir: str | None = None, user=None, network: str | None = None,
                   ports=(), dns=(), insecure_options=(), audit: bool = True,
                   timeout=None, cpus=None, memory=None, pids_limit=None,
-                  ulimits=()) -> Request:
+                  ulimits=(), cap_add=(), cap_drop=(), security_opt=(), tmpfs=(),
+                  read_only: bool | None = None, entrypoint: str | None = None) -> Request:
     """Check every field and return the `Request`; `UsageError` naming the
     first bad one otherwise. Accepts the library's forms (a mapping for
     ``env``, ``(UID, GID)`` for ``user``, `Volume` values) and the CLI's
@@ -137,7 +235,11 @@ def build_request(profile: str = "default", *, rootfs=None, image: str | None = 
                    insecure_options=opts, audit=bool(audit),
                    limits=build_limits(timeout=timeout, cpus=cpus, memory=memory,
                                        pids_limit=pids_limit),
-                   ulimits=parse_ulimits(ulimits))
+                   ulimits=parse_ulimits(ulimits),
+                   profile_overrides=build_profile_overrides(
+                       cap_add=cap_add, cap_drop=cap_drop, security_opt=security_opt,
+                       tmpfs=tmpfs, read_only=read_only),
+                   entrypoint=_entrypoint(entrypoint))
 
 
 def parse_insecure(text: str) -> tuple[str, ...]:

@@ -167,6 +167,8 @@ def resolve_profile(request: Request, paths, *, cached: bool = True):
         overrides["user.gid"] = (request.user[1], "flag --user")
     if request.network is not None:
         overrides["network.mode"] = (request.network, "flag --net")
+    for key, value, origin in request.profile_overrides:    # checked by build_request
+        overrides[key] = (value, origin)
     prof = load(request.profile, user_dir=paths.user_profiles, overrides=overrides)
     for key, value, origin in request.limits:        # checked by build_request
         prof = apply_values(prof, {key: value}, origin)
@@ -233,7 +235,11 @@ def apply_image_config(profile, image: ImageInfo, argv: tuple[str, ...], request
     rec = image.record
     cfg = rec.config or {}
     entry = list(cfg.get("Entrypoint") or [])
-    if rec.format == "aci" and argv:
+    if request.entrypoint is not None:
+        # Docker's --entrypoint: replaces the image's, and drops its Cmd
+        entry = list(request.entrypoint)
+        cfg = {k: v for k, v in cfg.items() if k != "Cmd"}
+    elif rec.format == "aci" and argv:
         # An ACI's app.exec (stored as Entrypoint) is the whole command
         # line: a command given to `run` replaces it (rkt's --exec), it is
         # not appended to it as arguments.
@@ -280,8 +286,11 @@ def apply_home(profile, root_kind: str):
     if root_kind != "host" or any(t.path == home for t in fs.tmpfs):
         return profile
     from ..profile.model import Tmpfs
+    # a flag that set tmpfs mounts stays named (the record's overrides)
+    before = dict(profile.origins).get("filesystem.tmpfs", "")
+    origin = f"{before}; {HOME_ORIGIN}" if before.startswith("flag ") else HOME_ORIGIN
     return apply_values(profile, {"filesystem.tmpfs": fs.tmpfs + (Tmpfs(home, "mode=700,size=64m"),)},
-                        HOME_ORIGIN)
+                        origin)
 
 
 def compile_seccomp(profile, paths) -> SeccompPlan | None:

@@ -93,9 +93,13 @@ def prepare_launch(request: Request, argv, paths, sandbox_id: str, *, dry: bool,
             argv, profile = rs.apply_image_config(profile, image, argv, request)
             from ..runtime.spec import RootFS
             root = RootFS("layers", layers=tuple(image.record.layer_dirs))
-        elif not argv:
-            stage = "request"
-            raise UsageError("no command given", hint="write it after '--': sandbox run -- CMD")
+        else:
+            if request.entrypoint:      # --entrypoint without an image: in front
+                argv = tuple(request.entrypoint) + tuple(argv)
+            if not argv:
+                stage = "request"
+                raise UsageError("no command given",
+                                 hint="write it after '--': sandbox run -- CMD")
         stage = "build"
         from .build import build_namespaces
         build_namespaces(profile)        # a profile without a mount namespace: refused now
