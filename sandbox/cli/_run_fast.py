@@ -57,7 +57,9 @@ RUN_OPTIONS: tuple[Opt, ...] = (
     Opt(("--env", "-e"), "env", multiple=True, metavar="K=V",
         help="Set an environment variable (the caller's environment is not inherited)."),
     Opt(("--workdir", "-w"), "workdir", metavar="DIR", help="Working folder inside the sandbox."),
-    Opt(("--user", "-u"), "user", metavar="UID[:GID]", help="Numeric user (and group) inside."),
+    Opt(("--user", "-u"), "user", metavar="USER[:GROUP]",
+        help="User (and group) inside: numbers, or names from the sandbox root's "
+             "/etc/passwd and /etc/group."),
     Opt(("--net",), "network", metavar="none|host|bridge[:NAME]",
         help="Network mode (default: the profile's, usually none). bridge (root only): "
              "an address on the Linux bridge NAME (default sandbox0)."),

@@ -39,7 +39,7 @@ class Request(NamedTuple):
     hostname: str | None = None
     env: tuple[tuple[str, str], ...] = ()
     workdir: str | None = None
-    user: tuple[int, int] | None = None
+    user: tuple[int, int] | str | None = None   # a str names a user (resolved in the root)
     network: str | None = None          # none | host | bridge (None: the profile's)
     bridge: str | None = None           # the bridge's name with ``bridge:NAME``
     ports: tuple = ()                   # sandbox.net.PortForward values
@@ -360,11 +360,16 @@ def _env(env) -> dict[str, str]:
     return out
 
 
-def _user(user) -> tuple[int, int] | None:
+def _user(user) -> tuple[int, int] | str | None:
     if user is None:
         return None
     if isinstance(user, str):
-        return parse_user(user)
+        u, _, g = user.partition(":")
+        if u.isdigit() and (not g or g.isdigit()):
+            return parse_user(user)
+        from .users import split_user
+        split_user(user)        # names: resolved in the sandbox's root (launch.users)
+        return user
     if isinstance(user, int) and not isinstance(user, bool):
         return parse_user(str(user))
     if isinstance(user, (tuple, list)) and len(user) == 2 and \

@@ -162,7 +162,7 @@ def resolve_profile(request: Request, paths, *, cached: bool = True):
         overrides["process.hostname"] = (request.hostname, "flag --hostname")
     if request.workdir is not None:
         overrides["process.workdir"] = (request.workdir, "flag --workdir")
-    if request.user is not None:
+    if isinstance(request.user, tuple):     # names: after the root (launch.users)
         overrides["user.uid"] = (request.user[0], "flag --user")
         overrides["user.gid"] = (request.user[1], "flag --user")
     if request.network is not None:
@@ -182,6 +182,23 @@ def resolve_profile(request: Request, paths, *, cached: bool = True):
         env.update(request.env)
         prof = apply_values(prof, {"process.env": tuple(env.items())}, "flag --env")
     return prof
+
+
+def resolve_user_names(profile, request: Request, root: RootFS, root_path, image):
+    """``--user NAME[:GROUP]`` resolved in the sandbox's own root (the
+    image's layers, the ``--rootfs`` folder's fd, or the host's ``/``),
+    set with origin ``flag --user``; numeric ids were set on loading."""
+    if not isinstance(request.user, str):
+        return profile
+    from .users import resolve_user
+    if image is not None:
+        roots = tuple(reversed(image.record.layer_dirs))
+    elif root_path is not None:
+        roots = (root_path.fd,)
+    else:
+        roots = ("/",)
+    uid, gid = resolve_user(request.user, roots)
+    return apply_values(profile, {"user.uid": uid, "user.gid": gid}, "flag --user")
 
 
 def resolve_root(request: Request) -> tuple[RootFS, HostPath | None]:
@@ -265,9 +282,11 @@ def apply_image_config(profile, image: ImageInfo, argv: tuple[str, ...], request
         if u.isdigit() and (not g or g.isdigit()):
             values["user.uid"] = int(u)
             values["user.gid"] = int(g) if g else int(u)
-        elif u not in ("root", "0"):
-            raise UsageError(f"image user {cfg['User']!r} is a name; sandbox needs numeric ids",
-                             hint="pass --user UID[:GID]")
+        elif u not in ("root", "0") or g:
+            # a name: as the image's own /etc/passwd and /etc/group say
+            from .users import resolve_user
+            values["user.uid"], values["user.gid"] = resolve_user(
+                str(cfg["User"]), tuple(reversed(rec.layer_dirs)), what="image user")
     env_origin = dict(profile.origins).get("process.env") if request.env else None
     profile = apply_values(profile, {k: v for k, v in values.items() if k != "process.env"},
                            IMAGE_ORIGIN)

@@ -100,6 +100,7 @@ def prepare_launch(request: Request, argv, paths, sandbox_id: str, *, dry: bool,
                 stage = "request"
                 raise UsageError("no command given",
                                  hint="write it after '--': sandbox run -- CMD")
+        profile = rs.resolve_user_names(profile, request, root, root_path, image)
         stage = "build"
         from .build import build_namespaces
         build_namespaces(profile)        # a profile without a mount namespace: refused now

@@ -9,8 +9,8 @@ can hold that no package reaches into another's private modules.
 
 from __future__ import annotations
 
-from ._kernel import (MNT_DETACH, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, UMOUNT_NOFOLLOW,
-                      close_range, openat2, seccomp_set_filter, umount2)
+from ._kernel import (MNT_DETACH, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS,
+                      UMOUNT_NOFOLLOW, close_range, openat2, seccomp_set_filter, umount2)
 
-__all__ = ["MNT_DETACH", "RESOLVE_NO_MAGICLINKS", "RESOLVE_NO_SYMLINKS", "UMOUNT_NOFOLLOW",
+__all__ = ["MNT_DETACH", "RESOLVE_IN_ROOT", "RESOLVE_NO_MAGICLINKS", "RESOLVE_NO_SYMLINKS", "UMOUNT_NOFOLLOW",
            "close_range", "openat2", "seccomp_set_filter", "umount2"]
