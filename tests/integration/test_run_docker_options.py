@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -128,3 +129,25 @@ def test_bad_docker_option_values_get_one_line_and_125(sroot, args, what):
 def test_an_unknown_option_is_refused_as_docker_run_does(sroot):
     r = run(sroot, "--no-such-option", "--", "true", ok=125)   # as docker run
     assert "no-such-option" in r.stderr
+
+
+def test_label_refusal_names_a_level_that_works_and_following_it_works(sroot, world):
+    vol = world / f"vol-{os.urandom(3).hex()}"
+    vol.mkdir(mode=0o777)
+    os.chmod(vol, 0o777)        # writable by any id: this test is about labels only
+    try:
+        r = run(sroot, "-v", f"{vol}:/data:rw", "--", "true", ok=125)
+        line = r.stderr.strip().splitlines()[0]
+        assert "unlabelled volumes are refused" in line
+        level = line.split("--security-opt label=level:")[1].split("`")[0]
+        assert f"sandbox label set PATH {level}" in line
+        # the advice, followed as written, works at the next launches (ids
+        # differ per launch as root until volumes are id-mapped: chmod 666)
+        r = helpers.run_sandbox(sroot, "label", "set", str(vol), level)
+        assert r.returncode == 0, r.stderr
+        for word in ("one", "two"):
+            run(sroot, "--security-opt", f"label=level:{level}", "-v", f"{vol}:/data:rw",
+                "--", "sh", "-c", f"echo {word} >> /data/f; chmod 666 /data/f")
+        assert (vol / "f").read_text() == "one\ntwo\n"
+    finally:
+        shutil.rmtree(vol)
