@@ -179,6 +179,12 @@ class Sandbox:
         folder. Raises what `run` raises for a refused or failed setup.
         Fork-based: call it from a single-threaded program (as the CLI is).
         """
+        if any(key == "limits.timeout" for key, _, _ in self.request.limits):
+            # the detached supervisor's wait has no timer yet: refuse rather
+            # than run without the limit asked for
+            from .errors import UsageError
+            raise UsageError("a timeout does not go with a detached sandbox yet",
+                             hint="stop it with 'sandbox stop ID', or use run()")
         from .launch.detach import start_detached
         from .lifecycle import SandboxHandle
         return SandboxHandle(start_detached(self.request, self.paths, argv,

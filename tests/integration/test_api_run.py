@@ -155,3 +155,10 @@ def test_asyncio_timeout_raises(box):
         await box.run_async(["sleep", "30"], timeout=0.5)
     with pytest.raises(TimeoutExpired):
         asyncio.run(main())
+
+
+def test_a_timeout_is_refused_for_a_detached_sandbox_not_dropped(sroot):
+    with pytest.raises(UsageError):
+        Sandbox(root=sroot, timeout="1s").start(["sleep", "5"])
+    r = helpers.run_sandbox(sroot, "run", "-d", "--timeout", "1s", "--", "sleep", "5")
+    assert r.returncode == 125 and "--timeout" in r.stderr
