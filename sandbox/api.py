@@ -56,7 +56,8 @@ class Sandbox:
                  cap_add: Iterable[str] = (), cap_drop: Iterable[str] = (),
                  security_opt: Iterable[str] = (), tmpfs: Iterable[str] = (),
                  read_only: bool | None = None,
-                 entrypoint: str | Sequence[str] | None = None):
+                 entrypoint: str | Sequence[str] | None = None,
+                 interactive: bool | None = None):
         self.paths = Paths.resolve(root)
         self.request: Request = build_request(
             profile, rootfs=rootfs, image=image, volumes=volumes, name=name,
@@ -65,7 +66,7 @@ class Sandbox:
             timeout=timeout, cpus=cpus, memory=memory, pids_limit=pids_limit,
             ulimits=ulimits, cap_add=tuple(cap_add), cap_drop=tuple(cap_drop),
             security_opt=tuple(security_opt), tmpfs=tuple(tmpfs), read_only=read_only,
-            entrypoint=entrypoint)
+            entrypoint=entrypoint, interactive=interactive)
 
     # the request's fields, read-only, under their old names
     profile_ref = property(lambda self: self.request.profile)

@@ -106,6 +106,9 @@ RUN_OPTIONS: tuple[Opt, ...] = (
     Opt(("--read-write",), "read_write", takes_value=False,
         help="Leave the root file system writable (an overlay; the lower folders never "
              "change)."),
+    Opt(("--interactive", "-i"), "interactive", takes_value=False,
+        help="Keep stdin open: the payload reads the caller's stdin (without it, "
+             "/dev/null, as Docker)."),
     Opt(("--rm",), "rm", takes_value=False,
         help="Remove the sandbox when it exits (always so without --detach; with it, "
              "its record and log go once it has exited)."),
@@ -191,7 +194,8 @@ def execute(*, root, image, profile, rootfs, volumes, name, hostname, env, workd
             network, insecure, dry_run, as_json, argv, ports=(), dns=(),
             detach=False, timeout=None, cpus=None, memory=None, pids_limit=None,
             ulimits=(), entrypoint=None, env_files=(), cap_add=(), cap_drop=(),
-            security_opt=(), tmpfs=(), read_only=False, read_write=False, rm=False) -> int:
+            security_opt=(), tmpfs=(), read_only=False, read_write=False, rm=False,
+            interactive=False) -> int:
     """The body of ``sandbox run``; returns the exit status."""
     from ..errors import UsageError
     if as_json and not dry_run:
@@ -224,7 +228,8 @@ def execute(*, root, image, profile, rootfs, volumes, name, hostname, env, workd
                   timeout=timeout, cpus=cpus, memory=memory, pids_limit=pids_limit,
                   ulimits=ulimits, entrypoint=entrypoint, cap_add=cap_add, cap_drop=cap_drop,
                   security_opt=security_opt, tmpfs=tmpfs,
-                  read_only=True if read_only else False if read_write else None)
+                  read_only=True if read_only else False if read_write else None,
+                  interactive=bool(interactive))
     if dry_run:
         plan = box.plan(argv or ())
         if as_json:
@@ -241,5 +246,7 @@ def execute(*, root, image, profile, rootfs, volumes, name, hostname, env, workd
         handle = box.start(argv or ())
         print(handle.id)
         return 0
-    result = box.run(argv or ())
+    # Docker's -i: without it the payload's stdin is /dev/null, so a
+    # payload cannot read what the caller types or pipes unless asked
+    result = box.run(argv or (), stdin=None if interactive else -3)     # -3: DEVNULL
     return result.status

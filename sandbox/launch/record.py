@@ -126,6 +126,9 @@ def build_launch_record(plan, plan_digest: str, resolved, leases, request,
         "command": list(plan.argv),
         **({"entrypoint": {"value": list(request.entrypoint), "origin": "flag --entrypoint"}}
            if getattr(request, "entrypoint", None) is not None else {}),
+        **({"stdin": {"value": "caller" if request.interactive else "/dev/null",
+                      "origin": "flag --interactive" if request.interactive else "default"}}
+           if getattr(request, "interactive", None) is not None else {}),
         "profile": {"name": p.name, "digest": plan.profile_digest, "source": p.source,
                     "unconfined": p.unconfined},
         "plan_digest": plan_digest,

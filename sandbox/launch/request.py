@@ -56,6 +56,9 @@ class Request(NamedTuple):
     #: ``--read-only``/``--read-write``), checked by its schema
     profile_overrides: tuple[tuple[str, object, str], ...] = ()
     entrypoint: tuple[str, ...] | None = None     # --entrypoint (() clears the image's)
+    #: ``-i``: the CLI gives the payload the caller's stdin (else /dev/null);
+    #: None: not said (the library, whose ``run`` takes ``stdin``)
+    interactive: bool | None = None
 
 
 #: run option -> the profile key it overrides (issue 15: limits for
@@ -203,7 +206,8 @@ def build_request(profile: str = "default", *, rootfs=None, image: str | None = 
                   ports=(), dns=(), insecure_options=(), audit: bool = True,
                   timeout=None, cpus=None, memory=None, pids_limit=None,
                   ulimits=(), cap_add=(), cap_drop=(), security_opt=(), tmpfs=(),
-                  read_only: bool | None = None, entrypoint: str | None = None) -> Request:
+                  read_only: bool | None = None, entrypoint: str | None = None,
+                  interactive: bool | None = None) -> Request:
     """Check every field and return the `Request`; `UsageError` naming the
     first bad one otherwise. Accepts the library's forms (a mapping for
     ``env``, ``(UID, GID)`` for ``user``, `Volume` values) and the CLI's
@@ -239,7 +243,8 @@ def build_request(profile: str = "default", *, rootfs=None, image: str | None = 
                    profile_overrides=build_profile_overrides(
                        cap_add=cap_add, cap_drop=cap_drop, security_opt=security_opt,
                        tmpfs=tmpfs, read_only=read_only),
-                   entrypoint=_entrypoint(entrypoint))
+                   entrypoint=_entrypoint(entrypoint),
+                   interactive=None if interactive is None else bool(interactive))
 
 
 def parse_insecure(text: str) -> tuple[str, ...]:

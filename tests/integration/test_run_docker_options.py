@@ -151,3 +151,14 @@ def test_label_refusal_names_a_level_that_works_and_following_it_works(sroot, wo
         assert (vol / "f").read_text() == "one\ntwo\n"
     finally:
         shutil.rmtree(vol)
+
+
+def test_stdin_is_dev_null_unless_interactive(sroot):
+    # Docker's -i: what the caller pipes reaches the payload only when asked
+    r = helpers.run_sandbox(sroot, "run", "--", "sh", "-c", "cat; echo end", input="secret\n")
+    assert (r.returncode, r.stdout) == (0, "end\n"), r.stderr
+    assert last_launch(sroot)["stdin"] == {"value": "/dev/null", "origin": "default"}
+    r = helpers.run_sandbox(sroot, "run", "-i", "--", "sh", "-c", "cat; echo end",
+                            input="typed\n")
+    assert r.stdout == "typed\nend\n"
+    assert last_launch(sroot)["stdin"] == {"value": "caller", "origin": "flag --interactive"}

@@ -13,7 +13,7 @@ ARGVS = [
     ["--timeout", "1s", "--cpus=0.5", "-m", "64m", "--pids-limit", "9", "--ulimit",
      "nofile=1:2", "--entrypoint", "sh", "--env-file", "/e", "--cap-add", "NET_RAW",
      "--cap-drop=ALL", "--security-opt", "seccomp=unconfined", "--tmpfs", "/t",
-     "--read-only", "--read-write", "--rm", "--", "x"],
+     "--read-only", "--read-write", "--rm", "-i", "--", "x"],
     ["-p", "strict", "--rootfs", "/r", "--", "sh", "-c", "x"],
     ["--volume=/a:/b:rw", "-v", "/c:/d", "-e", "A=1", "--env", "B=2", "--", "env"],
     ["--net", "bridge:lab", "--port", "80:80", "--dns", "192.0.2.1", "img", "--", "x"],
