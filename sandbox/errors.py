@@ -133,3 +133,23 @@ class NotFound(SandboxError):
     """A named object (sandbox, image, key, profile) does not exist."""
 
     status = 1
+
+
+class TimeoutExpired(SandboxError):
+    """`Sandbox.run` with ``timeout``: the payload ran past it, and the
+    whole sandbox was stopped (SIGTERM, SIGKILL after a grace) and torn
+    down before this was raised. As `subprocess.TimeoutExpired`: ``cmd``,
+    ``timeout``, ``output``/``stdout`` and ``stderr`` (what was captured);
+    ``result`` the `RunResult` (status 124)."""
+
+    run_status = 124
+
+    def __init__(self, cmd, timeout: float, output=None, stderr=None, result=None):
+        super().__init__(f"command {list(cmd)!r} timed out after {timeout:g} seconds; "
+                         "the sandbox was killed")
+        self.cmd, self.timeout, self.output, self.stderr = cmd, timeout, output, stderr
+        self.result = result
+
+    @property
+    def stdout(self):
+        return self.output

@@ -57,7 +57,9 @@ RUN_OPTIONS: tuple[Opt, ...] = (
     Opt(("--env", "-e"), "env", multiple=True, metavar="K=V",
         help="Set an environment variable (the caller's environment is not inherited)."),
     Opt(("--workdir", "-w"), "workdir", metavar="DIR", help="Working folder inside the sandbox."),
-    Opt(("--user", "-u"), "user", metavar="UID[:GID]", help="Numeric user (and group) inside."),
+    Opt(("--user", "-u"), "user", metavar="USER[:GROUP]",
+        help="User (and group) inside: numbers, or names from the sandbox root's "
+             "/etc/passwd and /etc/group."),
     Opt(("--net",), "network", metavar="none|host|bridge[:NAME]|allow:HOST[,HOST...]",
         help="Network mode (default: the profile's, usually none). bridge (root only): "
              "an address on the Linux bridge NAME (default sandbox0). allow: only the "
@@ -76,6 +78,46 @@ RUN_OPTIONS: tuple[Opt, ...] = (
         help="Comma-separated protections to skip; 'image' runs an unverified image, "
              "'userns' accepts a user map that gives the sandbox host root. "
              "Recorded in the audit log."),
+    Opt(("--timeout",), "timeout", metavar="DURATION",
+        help="Stop the sandbox after DURATION (30s, 5m, 1h): SIGTERM, then SIGKILL "
+             "2s later; exit status 124, as timeout(1)."),
+    Opt(("--cpus",), "cpus", metavar="N",
+        help="CPUs' worth of time the sandbox may use (0.5: half a CPU), through the "
+             "cgroup cpu controller."),
+    Opt(("--memory", "-m"), "memory", metavar="SIZE",
+        help="Memory limit (512M, 1G) through the memory cgroup; rootless on cgroup v1: "
+             "RLIMIT_AS instead (said at launch)."),
+    Opt(("--pids-limit",), "pids_limit", metavar="N",
+        help="Most processes at once (-1: unlimited) through the pids cgroup; rootless on "
+             "cgroup v1: RLIMIT_NPROC instead (said at launch)."),
+    Opt(("--ulimit",), "ulimits", multiple=True, metavar="NAME=SOFT[:HARD]",
+        help="An rlimit as Docker's --ulimit (nofile, nproc, cpu, as, fsize, core, ...); "
+             "-1 is unlimited."),
+    Opt(("--entrypoint",), "entrypoint", metavar="CMD",
+        help="Run CMD first (the image's Entrypoint replaced, its Cmd dropped); '' "
+             "clears the image's."),
+    Opt(("--env-file",), "env_files", multiple=True, metavar="FILE",
+        help="Read NAME=VALUE lines (NAME alone: the caller's value) before --env."),
+    Opt(("--cap-add",), "cap_add", multiple=True, metavar="CAP",
+        help="Keep capability CAP besides the profile's (CAP_NET_RAW or NET_RAW)."),
+    Opt(("--cap-drop",), "cap_drop", multiple=True, metavar="CAP",
+        help="Drop capability CAP from the profile's; ALL drops every one."),
+    Opt(("--security-opt",), "security_opt", multiple=True, metavar="OPT",
+        help="seccomp=FILE (an OCI/Docker seccomp JSON), seccomp=unconfined, "
+             "label=level:LEVEL (an MCS level, e.g. s0:c1,c2), no-new-privileges."),
+    Opt(("--tmpfs",), "tmpfs", multiple=True, metavar="DST[:OPTS]",
+        help="A tmpfs at DST (OPTS: size, mode, uid, gid, noexec, nosuid, nodev)."),
+    Opt(("--read-only",), "read_only", takes_value=False,
+        help="Mount the root file system read-only (the profile's default)."),
+    Opt(("--read-write",), "read_write", takes_value=False,
+        help="Leave the root file system writable (an overlay; the lower folders never "
+             "change)."),
+    Opt(("--interactive", "-i"), "interactive", takes_value=False,
+        help="Keep stdin open: the payload reads the caller's stdin (without it, "
+             "/dev/null, as Docker)."),
+    Opt(("--rm",), "rm", takes_value=False,
+        help="Remove the sandbox when it exits (always so without --detach; with it, "
+             "its record and log go once it has exited)."),
     Opt(("--dry-run",), "dry_run", takes_value=False,
         help="Print the launch plan and exit; touch nothing."),
     Opt(("--json",), "as_json", takes_value=False, help="With --dry-run: the plan as JSON."),
@@ -156,25 +198,44 @@ _INDEX = option_index()
 
 def execute(*, root, image, profile, rootfs, volumes, name, hostname, env, workdir, user,
             network, insecure, dry_run, as_json, argv, ports=(), dns=(),
-            detach=False, allow_host=()) -> int:
+            detach=False, timeout=None, cpus=None, memory=None, pids_limit=None,
+            ulimits=(), entrypoint=None, env_files=(), cap_add=(), cap_drop=(),
+            security_opt=(), tmpfs=(), read_only=False, read_write=False, rm=False,
+            interactive=False, allow_host=()) -> int:
     """The body of ``sandbox run``; returns the exit status."""
     from ..errors import UsageError
     if as_json and not dry_run:
         raise UsageError("--json goes with --dry-run")
     if detach and dry_run:
         raise UsageError("--detach does not go with --dry-run")
+    if detach and timeout is not None:
+        raise UsageError("--timeout does not go with --detach yet",
+                         hint="stop a detached sandbox with 'sandbox stop ID'")
     if not argv and image is None:
         raise UsageError("no command given", hint="sandbox run [OPTIONS] [IMAGE] -- CMD [ARGS...]")
-    from ..launch.request import parse_env_pairs, parse_insecure
+    if read_only and read_write:
+        raise UsageError("give either --read-only or --read-write, not both")
+    if rm and detach:
+        raise UsageError("--rm does not go with --detach yet",
+                         hint="remove it once it has exited: sandbox rm ID")
+    from ..launch.request import parse_env_file, parse_env_pairs, parse_insecure
     opts = parse_insecure(insecure)
     if opts:
         sys.stderr.write(f"sandbox: WARNING: insecure options in use: {', '.join(opts)} "
                          "(recorded in the audit log)\n")
     from ..api import Sandbox
+    env_map: dict = {}
+    for f in env_files:
+        env_map.update(parse_env_file(f))
+    env_map.update(parse_env_pairs(env))
     box = Sandbox(profile, rootfs=rootfs, image=image, volumes=volumes, name=name,
-                  hostname=hostname, env=parse_env_pairs(env), workdir=workdir, user=user,
+                  hostname=hostname, env=env_map, workdir=workdir, user=user,
                   root=root, insecure_options=opts, network=network, ports=ports, dns=dns,
-                  allow_host=allow_host)
+                  timeout=timeout, cpus=cpus, memory=memory, pids_limit=pids_limit,
+                  ulimits=ulimits, entrypoint=entrypoint, cap_add=cap_add, cap_drop=cap_drop,
+                  security_opt=security_opt, tmpfs=tmpfs,
+                  read_only=True if read_only else False if read_write else None,
+                  interactive=bool(interactive), allow_host=allow_host)
     if dry_run:
         plan = box.plan(argv or ())
         if as_json:
@@ -192,5 +253,7 @@ def execute(*, root, image, profile, rootfs, volumes, name, hostname, env, workd
         handle = box.start(argv or ())
         print(handle.id)
         return 0
-    result = box.run(argv or ())
+    # Docker's -i: without it the payload's stdin is /dev/null, so a
+    # payload cannot read what the caller types or pipes unless asked
+    result = box.run(argv or (), stdin=None if interactive else -3)     # -3: DEVNULL
     return result.status

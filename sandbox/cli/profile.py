@@ -123,6 +123,3 @@ def validate(obj, file):
     else:
         extra = "; WARNING: no seccomp filter (unconfined): every launch is flagged by audit reports"
     click.echo(f"{file}: valid profile {p.name!r}{extra}")
-    if p.limits.cpus is not None:
-        click.echo("sandbox: note: limits.cpus is valid, but 'sandbox run' refuses it until "
-                   "this version applies CPU limits", err=True)

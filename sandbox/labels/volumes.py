@@ -154,7 +154,11 @@ def check_volume(sandbox_level: Level | LevelRange, volume_level: Level | None,
             fix = ("label it (`sandbox label set PATH LEVEL`), add :z or :Z, or set "
                    "label.allow_unlabelled_ro in the profile")
         else:
-            fix = f"label it `sandbox label set PATH {sandbox_level}` or add :Z"
+            # a level the next launch will also run at: an auto level is
+            # drawn anew per launch, so name the run option that fixes it
+            fix = (f"label it and run at that level (`sandbox label set PATH {sandbox_level}`, "
+                   f"then `sandbox run --security-opt label=level:{sandbox_level}`), "
+                   "or add :Z")
         raise LabelRefused(f"{head}: unlabelled volumes are refused; {fix}")
 
     if requested_mode == "rw":
@@ -164,15 +168,18 @@ def check_volume(sandbox_level: Level | LevelRange, volume_level: Level | None,
         if can_write and clearance == volume_level:
             return VolumeGrant("rw", volume_level, None)
         if clearance.dominates(volume_level):
-            raise LabelRefused(f"{head} read-write: writing needs equal levels; "
-                               "mount it :ro, or relabel with :Z")
-        raise LabelRefused(f"{head}: its level is not dominated by the sandbox's; "
-                           "use a sandbox at that level, or relabel with :Z")
+            raise LabelRefused(f"{head} read-write: writing needs equal levels; run the "
+                               f"sandbox at its level (--security-opt label=level:"
+                               f"{volume_level}), mount it :ro, or relabel with :Z")
+        raise LabelRefused(f"{head}: its level is not dominated by the sandbox's; run the "
+                           f"sandbox at its level (--security-opt label=level:{volume_level}),"
+                           " or relabel with :Z")
 
     if clearance.dominates(volume_level):
         return VolumeGrant("ro", volume_level, None)
-    raise LabelRefused(f"{head}: its level is not dominated by the sandbox's; "
-                       "use a sandbox at that level, or relabel with :Z")
+    raise LabelRefused(f"{head}: its level is not dominated by the sandbox's; run the "
+                       f"sandbox at its level (--security-opt label=level:{volume_level}), "
+                       "or relabel with :Z")
 
 
 # -- reading and writing the label ----------------------------------------

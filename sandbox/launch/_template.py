@@ -60,7 +60,8 @@ def key_of(request, user_dir) -> str:
     rel = ("/" in ref or ref.endswith(".toml")) and not os.path.isabs(ref)
     parts = (VERSION, _stamp(), ref, os.getcwd() if rel else None, str(user_dir),
              request.hostname, request.workdir, request.user, request.network,
-             request.env, os.geteuid(), os.getegid())
+             request.env, os.geteuid(), os.getegid(), request.limits, request.ulimits,
+             request.profile_overrides)
     return sha256(repr(parts).encode()).hexdigest()[:32]
 
 

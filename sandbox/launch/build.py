@@ -10,7 +10,7 @@ kernel work. ``--dry-run`` prints exactly what this returns.
 from __future__ import annotations
 
 from ..errors import ProfileError
-from ..runtime.plan import LaunchPlan, MountOp, build_mounts, build_rlimits
+from ..runtime.plan import LaunchPlan, MountOp, build_limit_rlimits, build_mounts
 from ..runtime.spec import RunSpec
 
 #: the order namespaces are unshared in
@@ -44,8 +44,10 @@ def build_plan(resolved, leases, request, base: str) -> LaunchPlan:
     missing = list(resolved.missing)
     spec = RunSpec(resolved.argv, resolved.root, request.volumes, request.name,
                    request.insecure_options)
-    cg = cgroups.build(sid, profile.limits.memory, profile.limits.pids) \
+    lim = profile.limits
+    cg = cgroups.build(sid, lim.memory, lim.pids, getattr(lim, "cpus", None)) \
         if resolved.cgroups_ok else None
+    rlimits, not_applied = build_limit_rlimits(lim, resolved.cgroups_ok)
     lp = leases.label_plan
     fds = [hp.fd for hp in resolved.volumes] or [None] * len(lp.volumes)
     volume_ops = tuple(
@@ -81,10 +83,11 @@ def build_plan(resolved, leases, request, base: str) -> LaunchPlan:
         base=base, root_kind=spec.root.kind, mounts=mounts,
         capabilities=tuple(sorted(profile.capabilities)),
         no_new_privs=profile.process.no_new_privs,
-        rlimits=build_rlimits(profile.limits), cgroup=cg, seccomp=resolved.seccomp,
+        rlimits=rlimits, cgroup=cg, seccomp=resolved.seccomp,
         landlock=landlock_rules, landlock_abi=landlock_abi, label=str(lp.context),
         network=profile.network.mode if "net" in new or profile.network.mode == "host"
         else "host",
         missing=tuple(missing), insecure_options=request.insecure_options, net=net,
+        timeout=lim.timeout, not_applied=not_applied,
         # the exec label is a step only where SELinux is active (issue 10)
         exec_label=lp.selinux.exec_context if lp.selinux.active else None)

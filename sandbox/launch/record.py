@@ -92,8 +92,11 @@ def build_insecure_record(sid: str, option: str, image, request, argv=()) -> dic
 
 
 def build_exit_record(result) -> dict:
-    return {"sandbox_id": result.sandbox_id, "status": result.status, "signal": result.signal,
-            "duration_ms": round(result.duration_ms, 3)}
+    d = {"sandbox_id": result.sandbox_id, "status": result.status, "signal": result.signal,
+         "duration_ms": round(result.duration_ms, 3)}
+    if getattr(result, "timed_out", False):
+        d["timed_out"] = True           # 124 from the timeout, not the payload's own
+    return d
 
 
 def plan_version() -> int:
@@ -143,10 +146,17 @@ def build_launch_record(plan, plan_digest: str, resolved, leases, request,
         "sandbox_version": _version(),
         "user": {"uid": uid, "name": _user_name(uid)},
         "command": list(plan.argv),
+        **({"entrypoint": {"value": list(request.entrypoint), "origin": "flag --entrypoint"}}
+           if getattr(request, "entrypoint", None) is not None else {}),
+        **({"stdin": {"value": "caller" if request.interactive else "/dev/null",
+                      "origin": "flag --interactive" if request.interactive else "default"}}
+           if getattr(request, "interactive", None) is not None else {}),
         "profile": {"name": p.name, "digest": plan.profile_digest, "source": p.source,
                     "unconfined": p.unconfined},
         "plan_digest": plan_digest,
         "plan_version": plan_version(),
+        # every profile value a run option or argument set, and which one
+        "overrides": {k: o for k, o in p.origins if o.startswith("flag ")},
         "root": _root_record(plan, resolved, request),
         "image": image_dict(resolved.image, request.image),
         "insecure_options": list(plan.insecure_options),
@@ -168,8 +178,7 @@ def build_launch_record(plan, plan_digest: str, resolved, leases, request,
                                       _padded(resolved.volumes, lp.volumes if lp else ()))],
         "network": plan.net.record() if plan.net is not None else
         {"mode": plan.network, "shared_with_host": plan.network == "host"},
-        "limits": {"memory": p.limits.memory, "pids": p.limits.pids,
-                   "nofile": p.limits.nofile},
+        "limits": _limits_record(plan, p),
         "label": plan.label,
         "landlock": {"enabled": bool(plan.landlock_abi and plan.landlock),
                      "abi": plan.landlock_abi or None},
@@ -183,6 +192,23 @@ def build_launch_record(plan, plan_digest: str, resolved, leases, request,
 #: the seal protects the head meanwhile, and `audit verify`, `audit export`
 #: and every other kind of record bring the signature up to it
 UNSIGNED_KINDS = frozenset({"launch", "exit", "insecure-option"})
+
+
+def _limits_record(plan, profile) -> dict:
+    """The limits asked for, where each came from, and what was applied:
+    the rlimits, the cgroup writes and what could not be applied as asked."""
+    lim = profile.limits
+    origins = dict(profile.origins)
+    d = {"memory": lim.memory, "pids": lim.pids, "nofile": lim.nofile}
+    for key in ("cpus", "timeout"):
+        if getattr(lim, key, None) is not None:
+            d[key] = getattr(lim, key)
+    d["origins"] = {k.partition(".")[2]: v for k, v in sorted(origins.items())
+                    if k.startswith("limits.") and v.startswith("flag ")}
+    d["rlimits"] = [list(r) for r in plan.rlimits]
+    d["cgroup"] = [[f, v] for f, v in plan.cgroup.writes] if plan.cgroup else []
+    d["not_applied"] = [list(x) for x in plan.not_applied]
+    return d
 
 
 def _inode(hp) -> dict:
@@ -202,20 +228,20 @@ def _root_record(plan, resolved, request) -> dict:
     return d
 
 
-def append_record(paths, kind: str, data: dict, log=None) -> None:
+def append_record(paths, kind: str, data: dict, log=None) -> int | None:
     """Append one audit event. A launch, exit or insecure-option record
     that cannot be written raises (`SetupError`): the launch fails closed.
     A *refusal* that cannot be written only warns: the caller is about to
     raise the refusal itself, whose reason must not be replaced by the
-    audit error (the next launch fails on the log anyway)."""
+    audit error (the next launch fails on the log anyway). Returns the
+    record's sequence number (None for an unrecorded refusal)."""
     try:
         if log is None:
             from ..audit import prepare
             log = prepare(paths)
         if kind in UNSIGNED_KINDS:
-            log.append(kind, data, sign=False)
-        else:
-            log.append(kind, data)
+            return log.append(kind, data, sign=False)
+        return log.append(kind, data)
     except Exception as e:
         if kind != "refusal" or not isinstance(e, SandboxError):
             raise

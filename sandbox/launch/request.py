@@ -39,7 +39,7 @@ class Request(NamedTuple):
     hostname: str | None = None
     env: tuple[tuple[str, str], ...] = ()
     workdir: str | None = None
-    user: tuple[int, int] | None = None
+    user: tuple[int, int] | str | None = None   # a str names a user (resolved in the root)
     network: str | None = None          # none | host | bridge | allow:RULES (None: the profile's)
     bridge: str | None = None           # the bridge's name with ``bridge:NAME``
     ports: tuple = ()                   # sandbox.net.PortForward values
@@ -50,13 +50,168 @@ class Request(NamedTuple):
     #: who asked (issue 14): taken when the request is made, in the
     #: caller's process (a detached supervisor is a daemon); None unaudited
     caller: dict | None = None
+    #: ``(profile key, checked value, origin)``: the per-run limits
+    #: (``--timeout``, ``--cpus``, ``--memory``, ``--pids-limit``)
+    limits: tuple[tuple[str, object, str], ...] = ()
+    #: ``--ulimit`` values, checked: ``(RLIMIT_NAME, soft, hard)``
+    ulimits: tuple[tuple[str, int, int], ...] = ()
+    #: ``(profile key, raw value, origin)`` handed to the profile loader
+    #: (``--cap-add``, ``--cap-drop``, ``--security-opt``, ``--tmpfs``,
+    #: ``--read-only``/``--read-write``), checked by its schema
+    profile_overrides: tuple[tuple[str, object, str], ...] = ()
+    entrypoint: tuple[str, ...] | None = None     # --entrypoint (() clears the image's)
+    #: ``-i``: the CLI gives the payload the caller's stdin (else /dev/null);
+    #: None: not said (the library, whose ``run`` takes ``stdin``)
+    interactive: bool | None = None
+
+
+#: run option -> the profile key it overrides (issue 15: limits for
+#: untrusted work); the value is checked by the profile's own schema
+LIMIT_FLAGS = (("timeout", "limits.timeout", "--timeout"),
+               ("cpus", "limits.cpus", "--cpus"),
+               ("memory", "limits.memory", "--memory"),
+               ("pids_limit", "limits.pids", "--pids-limit"))
+
+
+def build_limits(**values) -> tuple[tuple[str, object, str], ...]:
+    """The per-run limits (keywords of `LIMIT_FLAGS`; None: not given),
+    each checked as the profile checks it; `UsageError` naming the flag."""
+    from ..profile import schema
+    out = []
+    for kw, key, flag in LIMIT_FLAGS:
+        raw = values.get(kw)
+        if raw is None:
+            continue
+        if kw == "pids_limit" and isinstance(raw, str):     # Docker: -1 is unlimited
+            raw = "unlimited" if raw.strip() == "-1" else \
+                int(raw) if raw.strip().isdigit() else raw
+        try:
+            out.append((key, schema.check(key, raw, None), f"flag {flag}"))
+        except ValueError as e:
+            raise UsageError(f"bad {flag} {raw!r}: {e}") from None
+    return tuple(out)
+
+
+def build_profile_overrides(*, cap_add=(), cap_drop=(), security_opt=(), tmpfs=(),
+                            read_only=None) -> tuple[tuple[str, object, str], ...]:
+    """Docker's run options that change the profile, as ``(profile key, raw
+    value, origin)`` for the loader, each checked now by the profile's
+    schema; `UsageError` naming the flag and the value otherwise."""
+    from pathlib import Path
+    from ..profile import schema
+    out: list[tuple[str, object, str]] = []
+
+    def add(key, value, flag, shown=None):
+        try:
+            schema.check(key, value, Path.cwd())
+        except (KeyError, ValueError) as e:
+            raise UsageError(f"bad {flag} {shown if shown is not None else value!r}: "
+                             f"{str(e).strip(chr(39))}") from None
+        out.append((key, value, f"flag {flag}"))
+
+    def caps_norm(cs):          # Docker takes NET_RAW and CAP_NET_RAW alike
+        return [c.upper() if c.upper().startswith("CAP_") or c.upper() == "ALL"
+                else "CAP_" + c.upper() for c in cs]
+    if cap_drop:
+        drop = caps_norm(cap_drop)
+        if "ALL" in drop:
+            from ..capabilities import CAPABILITIES
+            drop = sorted(CAPABILITIES)
+        add("capabilities.retain_remove", drop, "--cap-drop", " ".join(cap_drop))
+    if cap_add:
+        add("capabilities.retain_add", caps_norm(cap_add), "--cap-add", " ".join(cap_add))
+    for opt in security_opt:
+        name, sep, value = opt.partition("=")
+        if not sep and ":" in opt:          # Docker's old spelling seccomp:FILE
+            name, _, value = opt.partition(":")
+        if name == "seccomp" and value:
+            add("seccomp.profile", value, "--security-opt", opt)
+        elif name == "label" and value.startswith("level:") and value[6:]:
+            add("label.level", value[6:], "--security-opt", opt)
+        elif name in ("no-new-privileges", "no-new-privileges:true") and value in ("", "true"):
+            add("process.no_new_privs", True, "--security-opt", opt)
+        else:
+            raise UsageError(f"bad --security-opt {opt!r}",
+                             hint="known: seccomp=FILE, seccomp=unconfined, "
+                                  "label=level:LEVEL (e.g. s0:c1,c2), no-new-privileges")
+    if tmpfs:
+        specs = []
+        for t in tmpfs:
+            dst, _, opts = t.partition(":")
+            # Docker's own tmpfs options: rw/ro are not tmpfs data options here
+            opts = ",".join(o for o in opts.split(",") if o and o not in ("rw",))
+            if "ro" in opts.split(","):
+                raise UsageError(f"bad --tmpfs {t!r}: a read-only tmpfs would stay empty",
+                                 hint="drop ',ro'")
+            specs.append(f"{dst}:{opts}" if opts else dst)
+        add("filesystem.tmpfs_add", specs, "--tmpfs", " ".join(tmpfs))
+    if read_only is not None:
+        add("filesystem.read_only_root", bool(read_only),
+            "--read-only" if read_only else "--read-write")
+    return tuple(out)
+
+
+def parse_env_file(path: str) -> dict[str, str]:
+    """Docker's ``--env-file``: ``NAME=VALUE`` lines, ``NAME`` alone taking
+    the caller's value, ``#`` comments and blank lines skipped."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--env-file {path!r}: cannot read it: "
+                         f"{getattr(e, 'strerror', None) or e}") from None
+    env = {}
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        k, sep, v = line.partition("=")
+        if not sep:
+            if k in os.environ:
+                env[k] = os.environ[k]
+            continue
+        if not _env_name_ok(k):
+            raise UsageError(f"--env-file {path!r} line {n}: bad variable name {k!r}")
+        env[k] = v
+    return env
+
+
+def _entrypoint(value) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return (value,) if value else ()
+    return check_argv(value)
+
+
+def parse_ulimits(values) -> tuple[tuple[str, int, int], ...]:
+    """``--ulimit NAME=SOFT[:HARD]`` strings (or checked triples) to
+    ``(RLIMIT_NAME, soft, hard)``; `UsageError` naming the bad one."""
+    from ..profile import schema
+    out = []
+    for v in values:
+        if isinstance(v, tuple):
+            out.append(v)
+            continue
+        name, sep, val = str(v).partition("=")
+        if not sep or not name or not val:
+            raise UsageError(f"bad --ulimit {v!r}", hint="write it as NAME=SOFT[:HARD], "
+                             "e.g. nofile=1024:2048 or cpu=10")
+        try:
+            out.append(schema.parse_ulimit(name, val))
+        except ValueError as e:
+            raise UsageError(f"bad --ulimit {v!r}: {e}") from None
+    return tuple(out)
 
 
 def build_request(profile: str = "default", *, rootfs=None, image: str | None = None,
                   volumes=(), name: str | None = None, hostname: str | None = None,
                   env=None, workdir: str | None = None, user=None, network: str | None = None,
                   ports=(), dns=(), insecure_options=(), audit: bool = True,
-                  allow_host=()) -> Request:
+                  timeout=None, cpus=None, memory=None, pids_limit=None,
+                  ulimits=(), cap_add=(), cap_drop=(), security_opt=(), tmpfs=(),
+                  read_only: bool | None = None, entrypoint: str | None = None,
+                  interactive: bool | None = None, allow_host=()) -> Request:
     """Check every field and return the `Request`; `UsageError` naming the
     first bad one otherwise. Accepts the library's forms (a mapping for
     ``env``, ``(UID, GID)`` for ``user``, `Volume` values) and the CLI's
@@ -99,7 +254,15 @@ def build_request(profile: str = "default", *, rootfs=None, image: str | None = 
                    image=image, volumes=vols, name=name, hostname=hostname,
                    env=tuple(_env(env).items()), workdir=workdir, user=_user(user),
                    network=network, bridge=bridge, ports=ports, dns=dns, allow_host=allow_host,
-                   insecure_options=opts, audit=bool(audit), caller=_caller(audit))
+                   insecure_options=opts, audit=bool(audit), caller=_caller(audit),
+                   limits=build_limits(timeout=timeout, cpus=cpus, memory=memory,
+                                       pids_limit=pids_limit),
+                   ulimits=parse_ulimits(ulimits),
+                   profile_overrides=build_profile_overrides(
+                       cap_add=cap_add, cap_drop=cap_drop, security_opt=security_opt,
+                       tmpfs=tmpfs, read_only=read_only),
+                   entrypoint=_entrypoint(entrypoint),
+                   interactive=None if interactive is None else bool(interactive))
 
 
 def _caller(audit) -> dict | None:
@@ -211,6 +374,12 @@ def _env_name_ok(k: str) -> bool:
         all(c.isascii() and (c.isalnum() or c == "_") for c in k)
 
 
+def check_env(env) -> dict[str, str]:
+    """A mapping of environment variables, checked (names, string values
+    without NUL); `UsageError` naming the first bad one."""
+    return _env(env)
+
+
 def _env(env) -> dict[str, str]:
     out = {}
     for k, v in dict(env or {}).items():
@@ -222,11 +391,16 @@ def _env(env) -> dict[str, str]:
     return out
 
 
-def _user(user) -> tuple[int, int] | None:
+def _user(user) -> tuple[int, int] | str | None:
     if user is None:
         return None
     if isinstance(user, str):
-        return parse_user(user)
+        u, _, g = user.partition(":")
+        if u.isdigit() and (not g or g.isdigit()):
+            return parse_user(user)
+        from .users import split_user
+        split_user(user)        # names: resolved in the sandbox's root (launch.users)
+        return user
     if isinstance(user, int) and not isinstance(user, bool):
         return parse_user(str(user))
     if isinstance(user, (tuple, list)) and len(user) == 2 and \

@@ -182,7 +182,7 @@ def resolve_profile(request: Request, paths, *, cached: bool = True):
         overrides["process.hostname"] = (request.hostname, "flag --hostname")
     if request.workdir is not None:
         overrides["process.workdir"] = (request.workdir, "flag --workdir")
-    if request.user is not None:
+    if isinstance(request.user, tuple):     # names: after the root (launch.users)
         overrides["user.uid"] = (request.user[0], "flag --user")
         overrides["user.gid"] = (request.user[1], "flag --user")
     if request.network is not None and request.network.startswith("allow:"):
@@ -190,13 +190,39 @@ def resolve_profile(request: Request, paths, *, cached: bool = True):
         overrides["network.allow"] = (request.network[6:].split(","), "flag --net")
     elif request.network is not None:
         overrides["network.mode"] = (request.network, "flag --net")
+    for key, value, origin in request.profile_overrides:    # checked by build_request
+        overrides[key] = (value, origin)
     prof = load(request.profile, user_dir=paths.user_profiles, overrides=overrides)
+    for key, value, origin in request.limits:        # checked by build_request
+        prof = apply_values(prof, {key: value}, origin)
+    if request.ulimits:         # each --ulimit replaces the profile's for its name
+        lims = {n: (n, s, h) for n, s, h in prof.limits.ulimits}
+        lims.update({n: (n, s, h) for n, s, h in request.ulimits})
+        prof = apply_values(prof, {"limits.ulimits": tuple(sorted(lims.values()))},
+                            "flag --ulimit")
     prof = resolve_egress(prof)
     if request.env:
         env = dict(prof.process.env)
         env.update(request.env)
         prof = apply_values(prof, {"process.env": tuple(env.items())}, "flag --env")
     return prof
+
+
+def resolve_user_names(profile, request: Request, root: RootFS, root_path, image):
+    """``--user NAME[:GROUP]`` resolved in the sandbox's own root (the
+    image's layers, the ``--rootfs`` folder's fd, or the host's ``/``),
+    set with origin ``flag --user``; numeric ids were set on loading."""
+    if not isinstance(request.user, str):
+        return profile
+    from .users import resolve_user
+    if image is not None:
+        roots = tuple(reversed(image.record.layer_dirs))
+    elif root_path is not None:
+        roots = (root_path.fd,)
+    else:
+        roots = ("/",)
+    uid, gid = resolve_user(request.user, roots)
+    return apply_values(profile, {"user.uid": uid, "user.gid": gid}, "flag --user")
 
 
 def resolve_root(request: Request) -> tuple[RootFS, HostPath | None]:
@@ -253,7 +279,11 @@ def apply_image_config(profile, image: ImageInfo, argv: tuple[str, ...], request
     rec = image.record
     cfg = rec.config or {}
     entry = list(cfg.get("Entrypoint") or [])
-    if rec.format == "aci" and argv:
+    if request.entrypoint is not None:
+        # Docker's --entrypoint: replaces the image's, and drops its Cmd
+        entry = list(request.entrypoint)
+        cfg = {k: v for k, v in cfg.items() if k != "Cmd"}
+    elif rec.format == "aci" and argv:
         # An ACI's app.exec (stored as Entrypoint) is the whole command
         # line: a command given to `run` replaces it (rkt's --exec), it is
         # not appended to it as arguments.
@@ -279,9 +309,11 @@ def apply_image_config(profile, image: ImageInfo, argv: tuple[str, ...], request
         if u.isdigit() and (not g or g.isdigit()):
             values["user.uid"] = int(u)
             values["user.gid"] = int(g) if g else int(u)
-        elif u not in ("root", "0"):
-            raise UsageError(f"image user {cfg['User']!r} is a name; sandbox needs numeric ids",
-                             hint="pass --user UID[:GID]")
+        elif u not in ("root", "0") or g:
+            # a name: as the image's own /etc/passwd and /etc/group say
+            from .users import resolve_user
+            values["user.uid"], values["user.gid"] = resolve_user(
+                str(cfg["User"]), tuple(reversed(rec.layer_dirs)), what="image user")
     env_origin = dict(profile.origins).get("process.env") if request.env else None
     profile = apply_values(profile, {k: v for k, v in values.items() if k != "process.env"},
                            IMAGE_ORIGIN)
@@ -301,8 +333,11 @@ def apply_home(profile, root_kind: str):
     if root_kind != "host" or any(t.path == home for t in fs.tmpfs):
         return profile
     from ..profile.model import Tmpfs
+    # a flag that set tmpfs mounts stays named (the record's overrides)
+    before = dict(profile.origins).get("filesystem.tmpfs", "")
+    origin = f"{before}; {HOME_ORIGIN}" if before.startswith("flag ") else HOME_ORIGIN
     return apply_values(profile, {"filesystem.tmpfs": fs.tmpfs + (Tmpfs(home, "mode=700,size=64m"),)},
-                        HOME_ORIGIN)
+                        origin)
 
 
 def compile_seccomp(profile, paths) -> SeccompPlan | None:
@@ -331,13 +366,17 @@ def check_host(profile) -> tuple[bool, tuple[str, ...]]:
     for a protection the profile needs and the host lacks (fail closed)."""
     missing: list[str] = []
     ok = True
-    if profile.limits.memory is not None or profile.limits.pids is not None:
+    lim = profile.limits
+    cpus = getattr(lim, "cpus", None)
+    if lim.memory is not None or lim.pids is not None or cpus is not None:
         from ..runtime import cgroups
-        ok, why = cgroups.available()
+        ok, why = cgroups.available(cpu=cpus is not None)
         if not ok:
             if "cgroups" not in profile.optional:
+                what = "/".join(n for n, v in (("memory", lim.memory), ("pids", lim.pids),
+                                               ("cpus", cpus)) if v is not None)
                 raise HostSupportError(
-                    f"profile {profile.name!r} sets memory/pids limits but {why}",
+                    f"profile {profile.name!r} sets {what} limits but {why}",
                     hint='run as root, or add "cgroups" to the profile\'s optional list')
             missing.append("cgroups")
     return ok, tuple(missing)

@@ -37,6 +37,18 @@ class RunResult(NamedTuple):
     plan_digest: str
     effective: dict | None = None
     missing: tuple[str, ...] = ()
+    #: the audit log's sequence number of this launch's record (None: audit off)
+    audit_seq: int | None = None
+    timed_out: bool = False         # stopped by its timeout (status 124)
+    #: as subprocess.CompletedProcess: the command, and what was captured
+    args: tuple[str, ...] = ()
+    stdout: bytes | str | None = None
+    stderr: bytes | str | None = None
+
+    @property
+    def returncode(self) -> int:
+        """``status``, under subprocess's name (a signal is 128+N here)."""
+        return self.status
 
 
 class Refused(Exception):
@@ -81,9 +93,14 @@ def prepare_launch(request: Request, argv, paths, sandbox_id: str, *, dry: bool,
             argv, profile = rs.apply_image_config(profile, image, argv, request)
             from ..runtime.spec import RootFS
             root = RootFS("layers", layers=tuple(image.record.layer_dirs))
-        elif not argv:
-            stage = "request"
-            raise UsageError("no command given", hint="write it after '--': sandbox run -- CMD")
+        else:
+            if request.entrypoint:      # --entrypoint without an image: in front
+                argv = tuple(request.entrypoint) + tuple(argv)
+            if not argv:
+                stage = "request"
+                raise UsageError("no command given",
+                                 hint="write it after '--': sandbox run -- CMD")
+        profile = rs.resolve_user_names(profile, request, root, root_path, image)
         stage = "build"
         from .build import build_namespaces
         build_namespaces(profile)        # a profile without a mount namespace: refused now
@@ -133,11 +150,13 @@ def plan_launch(request: Request, argv, paths, *, sandbox_id: str | None = None,
                                            for m in prep.plan.mounts))
 
 
-def run_launch(request: Request, argv, paths, *, hooks=None, load_profile=None) -> RunResult:
+def run_launch(request: Request, argv, paths, *, hooks=None, load_profile=None,
+               stdio=None) -> RunResult:
     """Launch ``argv`` and wait for it; every record written (with
     ``request.audit``). ``hooks`` (the detached supervisor's,
     `sandbox.launch.detach`): ``sandbox_id``, ``planned(plan, image)``,
-    ``forked()``, ``started(effective, pid)`` and ``launch_options``."""
+    ``forked()``, ``started(effective, pid)`` and ``launch_options``.
+    ``stdio``: the payload's stdin, stdout, stderr fds (None: the caller's)."""
     sid = hooks.sandbox_id if hooks is not None else os.urandom(6).hex()
     try:
         prep = prepare_launch(request, argv, paths, sid, dry=False, load_profile=load_profile)
@@ -145,7 +164,7 @@ def run_launch(request: Request, argv, paths, *, hooks=None, load_profile=None) 
         _refuse(paths, request, sid, r.refusal, r.profile, r.image, argv=argv)
         raise r.refusal.error from None
     try:
-        return _run(request, paths, prep, hooks)
+        return _run(request, paths, prep, hooks, stdio)
     finally:
         prep.leases.release()
         prep.resolved.close()
@@ -163,7 +182,7 @@ def _refuse(paths, request, sid, refusal, profile, image, log=None, argv=None) -
         request.caller, argv), log)
 
 
-def _run(request: Request, paths, prep: Prepared, hooks) -> RunResult:
+def _run(request: Request, paths, prep: Prepared, hooks, stdio=None) -> RunResult:
     from ..runtime.spawn import launch
     from . import record as rec
     resolved, leases, plan = prep
@@ -183,6 +202,8 @@ def _run(request: Request, paths, prep: Prepared, hooks) -> RunResult:
         _refuse(paths, request, sid, Refusal("leases", e), resolved.profile, resolved.image,
                 argv=plan.argv)
         raise
+    if plan.not_applied:            # fail loud: said at launch, not only in the record
+        announce_not_applied(plan)
     if hooks is not None:           # lifecycle: record the resources first
         hooks.planned(plan, resolved.image)
     log: dict = {}
@@ -200,7 +221,7 @@ def _run(request: Request, paths, prep: Prepared, hooks) -> RunResult:
         # if it cannot be written, the runtime kills the payload before execve
         if audit:
             from ..audit import evidence
-            evidence.record_launch(log.get("log"), paths, evidence.complete_launch(
+            log["seq"] = evidence.record_launch(log.get("log"), paths, evidence.complete_launch(
                 rec.build_launch_record(plan, plan_digest, resolved, leases, request,
                                         effective), request.caller))
             log["launched"] = True
@@ -212,7 +233,7 @@ def _run(request: Request, paths, prep: Prepared, hooks) -> RunResult:
     from .network import build_network
     try:
         res = launch(plan, on_forked=forked, on_started=started, on_confined=confined,
-                     network=build_network(plan, paths if audit else None),
+                     network=build_network(plan, paths if audit else None), stdio=stdio,
                      **(hooks.launch_options if hooks is not None else {}))
     except SandboxError as e:
         if log.get("launched"):     # issue 14: a recorded launch ends with its exit record
@@ -227,7 +248,16 @@ def _run(request: Request, paths, prep: Prepared, hooks) -> RunResult:
         from ..audit import evidence
         evidence.record_exit(log.get("log"), paths, rec.build_exit_record(res))
     return RunResult(res.sandbox_id, res.status, res.signal, res.duration_ms,
-                     plan_digest, res.effective, res.missing)
+                     plan_digest, res.effective, res.missing, log.get("seq"), res.timed_out,
+                     tuple(plan.argv))
+
+
+def announce_not_applied(plan) -> None:
+    """One line on stderr naming every requested limit the host could not
+    apply as asked, and what was applied instead (requested -> applied)."""
+    import sys
+    sys.stderr.write("sandbox: warning: limits not applied as asked (no usable cgroups): "
+                     + "; ".join(f"{r} -> {a}" for r, a in plan.not_applied) + "\n")
 
 
 def apply_relabels_fd(label_plan, volumes, *, own_folders=()) -> tuple[str, ...]:

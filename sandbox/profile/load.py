@@ -241,7 +241,7 @@ def build(name: str, source: str, flat: Mapping[str, tuple]) -> Profile:
     for spec in get("filesystem.tmpfs"):
         path, _, opts = spec.partition(":")
         tmpfs.append(Tmpfs(path, opts))
-    return Profile(
+    prof = Profile(
         name=name,
         description=get("description"),
         source=source,
@@ -275,3 +275,8 @@ def build(name: str, source: str, flat: Mapping[str, tuple]) -> Profile:
         optional=frozenset(get("optional")),
         origins=tuple(sorted((k, o) for k, (_, o) in flat.items())),
     )
+    # the limits for untrusted work (issue 15), kept apart from the
+    # constructor above so other branches' fields merge beside them
+    return prof._replace(limits=prof.limits._replace(
+        timeout=get("limits.timeout"), cpu_time=get("limits.cpu_time"),
+        address_space=get("limits.address_space"), ulimits=tuple(get("limits.ulimits"))))

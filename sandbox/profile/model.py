@@ -84,15 +84,22 @@ class NetworkSpec(NamedTuple):
 
 
 class LimitsSpec(NamedTuple):
+    #: wall-clock seconds before the sandbox is stopped (TERM, then KILL
+    #: after `sandbox.runtime.plan.TIMEOUT_GRACE`); exit status 124
+    timeout: float | None = None
+    cpu_time: int | None = None       # RLIMIT_CPU, seconds
+    address_space: int | None = None  # RLIMIT_AS, bytes
+    #: ``(NAME, soft, hard)`` as Docker's ``--ulimit``; wins over the above
+    ulimits: tuple[tuple[str, int, int], ...] = ()
     memory: int | None = None     # bytes
     pids: int | None = None
     nofile: int | None = None     # RLIMIT_NOFILE, soft = hard
     nproc: int | None = None      # RLIMIT_NPROC
     fsize: int | None = None      # RLIMIT_FSIZE, bytes
     core: int | None = 0          # RLIMIT_CORE, bytes
-    #: CPUs' worth of time (cgroup cpu controller), as Docker's --cpus.
-    #: Validated and shown, not applied yet: a launch that asks for it is
-    #: refused (sandbox.runtime.plan.build_rlimits) rather than run without.
+    #: CPUs' worth of time (cgroup cpu controller's CFS quota), as Docker's
+    #: --cpus; no rlimit can stand in for it (rootless on cgroup v1: said
+    #: at launch as not applied)
     cpus: float | None = None
 
 
@@ -134,6 +141,9 @@ class Profile(NamedTuple):
         """Plain JSON-able form (sets sorted), without ``origins``."""
         d = asdict(self)
         d.pop("origins")
+        for key in ("timeout", "cpu_time", "address_space", "ulimits"):
+            if not d["limits"][key]:     # unset: digests stay what they were
+                del d["limits"][key]
         d["capabilities"] = sorted(self.capabilities)
         d["optional"] = sorted(self.optional)
         d["process"]["env"] = dict(self.process.env)

@@ -321,3 +321,136 @@ def known_keys() -> list[str]:
     keys = list(SCHEMA) + list(ALIASES)
     keys += [k + s for k in LIST_KEYS for s in ("_add", "_remove")]
     return keys
+
+
+# --- limits for untrusted work (issue 15): wall clock, CPU, rlimits -------
+
+#: Docker's ``--ulimit`` names -> the rlimit each sets (setrlimit(2))
+ULIMIT_NAMES = {
+    "as": "RLIMIT_AS", "core": "RLIMIT_CORE", "cpu": "RLIMIT_CPU", "data": "RLIMIT_DATA",
+    "fsize": "RLIMIT_FSIZE", "locks": "RLIMIT_LOCKS", "memlock": "RLIMIT_MEMLOCK",
+    "msgqueue": "RLIMIT_MSGQUEUE", "nice": "RLIMIT_NICE", "nofile": "RLIMIT_NOFILE",
+    "nproc": "RLIMIT_NPROC", "rss": "RLIMIT_RSS", "rtprio": "RLIMIT_RTPRIO",
+    "rttime": "RLIMIT_RTTIME", "sigpending": "RLIMIT_SIGPENDING", "stack": "RLIMIT_STACK",
+}
+#: the largest value setrlimit(2) takes besides RLIM_INFINITY
+_RLIM_MAX = (1 << 63) - 1
+#: timeout(1)'s suffixes, and ms for sub-second limits
+_DURATION_UNITS = (("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600), ("d", 86400))
+MAX_TIMEOUT = 366 * 86400
+
+
+def parse_duration(value) -> float:
+    """``30``, ``1.5s``, ``500ms``, ``2m``, ``1h`` or ``1d`` to seconds (> 0)."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s or 5m")
+    if isinstance(value, (int, float)):
+        secs = float(value)
+    elif isinstance(value, str):
+        text, scale = value.strip(), 1.0
+        for suffix, mult in _DURATION_UNITS:
+            if text.endswith(suffix) and text[: -len(suffix)][-1:].isdigit():
+                text, scale = text[: -len(suffix)], mult
+                break
+        try:
+            secs = float(text) * scale
+        except ValueError:
+            raise ValueError(f"{value!r} is not a duration; write it like 30s, 500ms, "
+                             "5m or 1h") from None
+    else:
+        raise ValueError("expected a duration such as 30s or 5m")
+    if not secs == secs or not 0.001 <= secs <= MAX_TIMEOUT:   # NaN, zero, negative
+        raise ValueError(f"expected a duration from 1ms to {MAX_TIMEOUT // 86400} days")
+    return secs
+
+
+def _optional_duration(v, _):
+    if v in ("unlimited", "none", False):
+        return None
+    return parse_duration(v)
+
+
+#: CPUs a sandbox may use, as Docker's ``--cpus``: 0.5 is half of one CPU's
+#: time (same bounds as the profile's ``limits.cpus`` everywhere).
+_MIN_CPUS, _MAX_CPUS = 0.01, 8192
+
+
+def _optional_cpus(v, _):
+    if v in ("unlimited", "none", False):
+        return None
+    if isinstance(v, bool):
+        raise ValueError("expected a number of CPUs such as 0.5 or 2")
+    if isinstance(v, str):
+        try:
+            v = float(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not a number of CPUs; write it like 0.5 or 2") from None
+    if not isinstance(v, (int, float)) or v != v or not _MIN_CPUS <= v <= _MAX_CPUS:
+        raise ValueError(f"expected a number of CPUs from {_MIN_CPUS} to {_MAX_CPUS}, "
+                         'or "unlimited"')
+    return float(v)
+
+
+def _rlimit_value(name: str, text) -> int:
+    if text in ("unlimited", "-1", -1):
+        return -1                       # RLIM_INFINITY
+    if name in ("as", "core", "data", "fsize", "memlock", "msgqueue", "rss", "stack"):
+        n = parse_size(text)            # sizes in bytes, 512M allowed
+    else:
+        if isinstance(text, bool) or not (isinstance(text, int) or
+                                          (isinstance(text, str) and text.isdigit())):
+            raise ValueError(f"{name}: {text!r} is not a number")
+        n = int(text)
+    if not 0 <= n <= _RLIM_MAX:
+        raise ValueError(f"{name}: {text!r} is out of range")
+    return n
+
+
+def parse_ulimit(name: str, value) -> tuple[str, int, int]:
+    """``nofile``, ``"1024:2048"`` (SOFT[:HARD]) to ``("RLIMIT_NOFILE", 1024,
+    2048)``; -1 is unlimited (RLIM_INFINITY)."""
+    if name not in ULIMIT_NAMES:
+        raise ValueError(f"unknown ulimit {name!r}; known: {', '.join(sorted(ULIMIT_NAMES))}")
+    if isinstance(value, str):
+        soft_t, sep, hard_t = value.partition(":")
+        soft = _rlimit_value(name, soft_t)
+        hard = _rlimit_value(name, hard_t) if sep else soft
+    else:
+        soft = hard = _rlimit_value(name, value)
+    if hard != -1 and (soft == -1 or soft > hard):
+        raise ValueError(f"{name}: the soft limit {value!r} is above the hard limit")
+    return ULIMIT_NAMES[name], soft, hard
+
+
+def _ulimits(v, _):
+    """A table ``{nofile = "1024:2048", cpu = 10}``, ``NAME=SOFT[:HARD]``
+    strings (``--ulimit``) or checked triples; sorted by rlimit name."""
+    out: dict[str, tuple[str, int, int]] = {}
+    if isinstance(v, dict):
+        items = list(v.items())
+    elif isinstance(v, (list, tuple)):
+        items = []
+        for x in v:
+            if isinstance(x, (list, tuple)) and len(x) == 3 and x[0] in ULIMIT_NAMES.values():
+                out[x[0]] = (x[0], int(x[1]), int(x[2]))
+                continue
+            if not isinstance(x, str) or "=" not in x:
+                raise ValueError(f"bad ulimit {x!r}; write it as NAME=SOFT[:HARD]")
+            items.append(tuple(x.split("=", 1)))
+    else:
+        raise ValueError("expected a table such as {nofile = \"1024:2048\"}")
+    for name, value in items:
+        lim = parse_ulimit(name, value)
+        out[lim[0]] = lim
+    return tuple(sorted(out.values()))
+
+
+SCHEMA.update({
+    "limits.timeout": (_optional_duration, None),
+    "limits.cpu_time": (_optional_count, None),
+    "limits.address_space": (_optional_size, None),
+    "limits.ulimits": (_ulimits, ()),
+})
+if "limits.cpus" not in SCHEMA:          # the profile field may come from elsewhere
+    SCHEMA["limits.cpus"] = (_optional_cpus, None)
+TABLE_LEAVES = TABLE_LEAVES | {"limits.ulimits"}

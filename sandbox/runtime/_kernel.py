@@ -87,6 +87,7 @@ MOUNT_ATTR_IDMAP = 0x100000
 # <linux/openat2.h>: how a path may be resolved
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_IN_ROOT = 0x10          # every path (and link) resolved as if dirfd were /
 AT_FDCWD = -100
 
 

@@ -38,27 +38,40 @@ def _v2_root() -> Path | None:
     return None
 
 
-def available() -> tuple[bool, str]:
+def available(cpu: bool = False) -> tuple[bool, str]:
     """(usable, reason) for the calling process: root, and memory+pids
-    controllers mounted (v1) or enabled (v2)."""
+    controllers mounted (v1) or enabled (v2); with ``cpu`` the cpu
+    controller too."""
     if os.geteuid() != 0:
         return False, "cgroup limits need root here (cgroup v1 cannot be delegated to a user)"
+    need = ("memory", "pids") + (("cpu",) if cpu else ())
     v2 = _v2_root()
     if v2 is not None:
         ctrl = (v2 / "cgroup.controllers").read_text().split()
-        if {"memory", "pids"} <= set(ctrl):
+        if set(need) <= set(ctrl):
             return True, ""
-        return False, "the cgroup v2 hierarchy lacks the memory or pids controller"
-    for c in ("memory", "pids"):
+        return False, f"the cgroup v2 hierarchy lacks one of the {'/'.join(need)} controllers"
+    for c in need:
         if not (CGROUP_ROOT / c / "cgroup.procs").exists():
             return False, f"the cgroup v1 {c} controller is not mounted at {CGROUP_ROOT / c}"
     return True, ""
 
 
-def build(sandbox_id: str, memory: int | None, pids: int | None) -> CgroupPlan | None:
-    """The cgroup plan for these limits, or None when no limit is asked for."""
-    if memory is None and pids is None:
+#: the CFS period the cpu quota is a share of (microseconds; the kernel's
+#: default, as runc and Docker use)
+CPU_PERIOD_US = 100_000
+
+
+def build(sandbox_id: str, memory: int | None, pids: int | None,
+          cpus: float | None = None) -> CgroupPlan | None:
+    """The cgroup plan for these limits, or None when no limit is asked for.
+    ``cpus`` (Docker's ``--cpus``) becomes a CFS quota of ``cpus`` periods:
+    ``cpu.max`` on v2, ``cpu.cfs_quota_us``/``cpu.cfs_period_us`` on v1
+    (plus a cpuacct group where that controller is mounted apart, so the
+    sandbox's CPU usage can be read)."""
+    if memory is None and pids is None and cpus is None:
         return None
+    quota = None if cpus is None else max(1000, round(cpus * CPU_PERIOD_US))
     dirs, writes, procs = [], [], []
     v2 = _v2_root()
     if v2 is not None:
@@ -68,6 +81,8 @@ def build(sandbox_id: str, memory: int | None, pids: int | None) -> CgroupPlan |
             writes += [(str(d / "memory.max"), str(memory)), (str(d / "memory.swap.max"), "0")]
         if pids is not None:
             writes.append((str(d / "pids.max"), str(pids)))
+        if quota is not None:
+            writes.append((str(d / "cpu.max"), f"{quota} {CPU_PERIOD_US}"))
         procs.append(str(d / "cgroup.procs"))
     else:
         if memory is not None:
@@ -80,6 +95,19 @@ def build(sandbox_id: str, memory: int | None, pids: int | None) -> CgroupPlan |
             dirs.append(str(d))
             writes.append((str(d / "pids.max"), str(pids)))
             procs.append(str(d / "cgroup.procs"))
+        if quota is not None:
+            d = CGROUP_ROOT / "cpu" / "sandbox" / sandbox_id
+            dirs.append(str(d))
+            # the period first: a quota is checked against the current one
+            writes += [(str(d / "cpu.cfs_period_us"), str(CPU_PERIOD_US)),
+                       (str(d / "cpu.cfs_quota_us"), str(quota))]
+            procs.append(str(d / "cgroup.procs"))
+            acct = CGROUP_ROOT / "cpuacct"
+            if (acct / "cgroup.procs").exists() and not acct.is_symlink() \
+                    and not (acct / "cpu.cfs_quota_us").exists():
+                d = acct / "sandbox" / sandbox_id
+                dirs.append(str(d))
+                procs.append(str(d / "cgroup.procs"))
     return CgroupPlan(tuple(dirs), tuple(writes), tuple(procs))
 
 
@@ -108,11 +136,12 @@ def apply_create(plan: CgroupPlan) -> None:
 
 def _enable_v2_controllers(parent: Path) -> None:
     for p in (parent.parent, parent):
-        try:
-            with open(p / "cgroup.subtree_control", "w") as f:
-                f.write("+memory +pids")
-        except OSError:
-            pass
+        for c in ("memory", "pids", "cpu"):     # one by one: a missing one fails alone
+            try:
+                with open(p / "cgroup.subtree_control", "w") as f:
+                    f.write("+" + c)
+            except OSError:
+                pass
 
 
 def join(plan: CgroupPlan) -> None:

@@ -40,6 +40,12 @@ HOST_ETC_ALLOW = (
 #: Device nodes bound from the host into the sandbox's fresh /dev.
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 
+#: seconds between the SIGTERM of a timed-out sandbox and its SIGKILL
+#: (Docker's stop timeout is 10 s; a grader wants the slot back sooner)
+TIMEOUT_GRACE = 2.0
+#: the exit status of a timed-out sandbox, as timeout(1)'s
+TIMEOUT_STATUS = 124
+
 RLIMITS = {"nofile": "RLIMIT_NOFILE", "nproc": "RLIMIT_NPROC",
            "fsize": "RLIMIT_FSIZE", "core": "RLIMIT_CORE"}
 
@@ -124,6 +130,12 @@ class LaunchPlan(NamedTuple):
     insecure_options: tuple[str, ...] = ()
     #: bridge networking, built by sandbox.net (None for none/host)
     net: object = None
+    #: wall-clock seconds before the supervisor stops the sandbox (TERM to
+    #: its PID 1, KILL after `TIMEOUT_GRACE`); None: no limit (issue 15)
+    timeout: float | None = None
+    #: ``(requested, applied instead)`` for each limit the host could not
+    #: apply as asked (rootless on cgroup v1: rlimits instead of cgroups)
+    not_applied: tuple[tuple[str, str], ...] = ()
 
     #: SELinux context execve runs in; set only where SELinux is active
     #: (`labels.selinux.build_selinux_plan(...).exec_context`), so the
@@ -170,6 +182,10 @@ class LaunchPlan(NamedTuple):
             "net": self.net.to_dict() if self.net is not None else None,
             "steps": [s.to_dict() for s in steps],
         }
+        if self.timeout is not None:     # absent when unset: digests unchanged
+            d["timeout"] = {"seconds": self.timeout, "grace": TIMEOUT_GRACE}
+        if self.not_applied:
+            d["not_applied"] = [list(x) for x in self.not_applied]
         return d
 
     def digest(self) -> str:
@@ -202,6 +218,12 @@ class LaunchPlan(NamedTuple):
                f"plan version {PLAN_VERSION}"]
         for i, s in enumerate(self.steps, 1):
             out.append(f"{i:>3}. {s.describe()}")
+        if self.timeout is not None:    # the supervisor's, not a step of the sandbox
+            out.append(f"     after {self.timeout:g}s: SIGTERM to the sandbox, SIGKILL "
+                       f"{TIMEOUT_GRACE:g}s later; exit status {TIMEOUT_STATUS}")
+        if self.not_applied:
+            out.append("     NOT APPLIED as asked: " + "; ".join(
+                f"{r} -> {a}" for r, a in self.not_applied))
         if self.missing:
             out.append(f"     missing (optional): {', '.join(self.missing)}")
         if self.insecure_options:
@@ -296,18 +318,43 @@ def build_mounts(profile, spec, volumes_ops: tuple[MountOp, ...] = ()) -> tuple[
 
 
 def build_rlimits(limits) -> tuple[tuple[str, int, int], ...]:
-    if getattr(limits, "cpus", None) is not None:
-        # The profile schema accepts limits.cpus, but no launch step applies
-        # it yet (the cgroup cpu controller). Every launch passes through
-        # here with the whole LimitsSpec: refuse rather than run unlimited.
-        from ..errors import ProfileError
-        raise ProfileError("limits.cpus is not applied by this version of sandbox yet",
-                           key="limits.cpus",
-                           hint="remove it from the profile; 'sandbox profile show' "
-                                "says which file sets it")
     out = []
     for key, name in RLIMITS.items():
         v = getattr(limits, key)
         if v is not None:
             out.append((name, v, v))
     return tuple(out)
+
+
+def build_limit_rlimits(limits, cgroups_ok: bool):
+    """``(rlimits, not_applied)`` for a launch: the profile's rlimits
+    (`build_rlimits`), RLIMIT_CPU and RLIMIT_AS, then ``--ulimit``'s, which
+    win. Without usable cgroups (rootless on cgroup v1) the documented
+    fallback: RLIMIT_AS for ``memory``, RLIMIT_NPROC for ``pids``; ``cpus``
+    has none. Each such substitution is in ``not_applied`` as
+    ``(requested, applied instead)`` so the launch can say it. Pure."""
+    rl = {name: (soft, hard) for name, soft, hard in
+          build_rlimits(limits._replace(cpus=None) if hasattr(limits, "cpus") else limits)}
+    if limits.cpu_time is not None:
+        rl["RLIMIT_CPU"] = (limits.cpu_time, limits.cpu_time)
+    if limits.address_space is not None:
+        rl["RLIMIT_AS"] = (limits.address_space, limits.address_space)
+    for name, soft, hard in limits.ulimits:
+        rl[name] = (soft, hard)
+    not_applied = []
+    if not cgroups_ok:
+        if limits.memory is not None:
+            cur = rl.get("RLIMIT_AS", (-1, -1))[1]
+            if cur == -1 or cur > limits.memory:
+                rl["RLIMIT_AS"] = (limits.memory, limits.memory)
+            not_applied.append((f"memory {limits.memory} (cgroup)",
+                                f"RLIMIT_AS {rl['RLIMIT_AS'][1]}"))
+        if limits.pids is not None:
+            cur = rl.get("RLIMIT_NPROC", (-1, -1))[1]
+            if cur == -1 or cur > limits.pids:
+                rl["RLIMIT_NPROC"] = (limits.pids, limits.pids)
+            not_applied.append((f"pids {limits.pids} (cgroup)",
+                                f"RLIMIT_NPROC {rl['RLIMIT_NPROC'][1]}"))
+        if getattr(limits, "cpus", None) is not None:
+            not_applied.append((f"cpus {limits.cpus:g} (cgroup)", "nothing"))
+    return tuple((n, s, h) for n, (s, h) in rl.items()), tuple(not_applied)

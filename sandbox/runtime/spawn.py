@@ -23,7 +23,7 @@ from ..errors import (CommandNotExecutable, CommandNotFound, HostSupportError,
                       SetupError)
 from . import _kernel as k, cgroups
 from .child import FORWARDED_SIGNALS, first_child
-from .plan import LaunchPlan
+from .plan import TIMEOUT_GRACE, TIMEOUT_STATUS, LaunchPlan
 from .steps import CONFINEMENT_KINDS
 from .wire import WireError, build_wire, executor_path
 
@@ -43,6 +43,7 @@ class LaunchResult(NamedTuple):
     effective: dict | None = None
     missing: tuple[str, ...] = ()
     leftovers: tuple[str, ...] = ()
+    timed_out: bool = False         # stopped by plan.timeout (status 124)
 
 
 def _pipe():
@@ -279,8 +280,66 @@ def _crash_point(name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def wait_timed(c_pid: int, pid1: int, timeout: float,
+               grace: float = TIMEOUT_GRACE) -> tuple[int, bool]:
+    """Wait for the first child ``c_pid`` at most ``timeout`` seconds, then
+    stop the sandbox as timeout(1) and Docker do: SIGTERM to its PID 1
+    (which forwards it to the payload), SIGKILL ``grace`` seconds later
+    (the kernel then kills every process of the pid namespace).
+    ``(wait status, timed out)``. A pidfd, not SIGALRM: no signal handler,
+    so any thread may run a launch.
+
+    RUNTIME STEP (issue 15): the executor's supervisor needs the same."""
+    import select
+    pidfd = os.pidfd_open(c_pid)
+    try:        # PID 1 by a pidfd too: its number may be reused once C reaps it
+        pid1fd = os.pidfd_open(pid1)
+    except ProcessLookupError:
+        pid1fd = None
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        timed_out = False
+        for sig, budget in ((signal.SIGTERM, timeout), (signal.SIGKILL, grace)):
+            deadline = time.monotonic() + budget
+            while not poller.poll(max(0, deadline - time.monotonic()) * 1000):
+                if time.monotonic() >= deadline:
+                    break
+            else:
+                break           # exited within the budget
+            timed_out = True
+            try:
+                if pid1fd is not None:
+                    signal.pidfd_send_signal(pid1fd, sig)
+            except ProcessLookupError:
+                pass
+        _, status = os.waitpid(c_pid, 0)
+        return status, timed_out
+    finally:
+        os.close(pidfd)
+        if pid1fd is not None:
+            os.close(pid1fd)
+
+
+def apply_child_fds(stdio, keep) -> None:
+    """In C, first thing after fork: the caller's chosen stdin, stdout and
+    stderr (``stdio``: three fds or None each, None keeping ours) become
+    fds 0-2, and every other fd but ``keep`` is closed. Another thread may
+    have forked this process while holding its own launch's pipes: without
+    this, C would keep them open and that launch would wait for EOF on them
+    as long as this sandbox lives (and the payload could inherit them).
+
+    RUNTIME STEP (issue 15): the executor does the same with its stdio."""
+    from .child import _close_all_but
+    for i, fd in enumerate(stdio or (None, None, None)):
+        if fd is not None and fd != i:
+            os.dup2(fd, i, inheritable=True)
+    _close_all_but(*{f for f in keep if f is not None})
+
+
 def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
-           on_forked=None, wait=None, on_confined=None, network=None) -> LaunchResult:
+           on_forked=None, wait=None, on_confined=None, network=None,
+           stdio=None) -> LaunchResult:
     """Run the plan to completion and return how it ended.
 
     ``on_forked()`` runs in the supervisor while the child sets up (the
@@ -297,6 +356,12 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
     unshared and its id maps are written, ``network.detach() -> list[str]``
     (what could not be removed) at teardown. The runtime imports no
     networking code (DESIGN §11); the launch stage makes this object.
+    ``stdio``: the payload's stdin, stdout and stderr as three fds (None
+    each: the caller's own), e.g. the write end of a capture pipe.
+    Signals are forwarded to the sandbox only when called from the main
+    thread (the only one Python delivers them to); from any other thread a
+    launch changes no signal disposition, so several threads may launch
+    at once.
     Raises `SetupError`, `CommandNotFound`, `CommandNotExecutable` or
     `HostSupportError`; in every case nothing of the sandbox is left.
     """
@@ -361,7 +426,9 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
         except ProcessLookupError:
             pass
 
-    old_handlers = {s: signal.signal(s, forward) for s in FORWARDED_SIGNALS}
+    import threading
+    old_handlers = {s: signal.signal(s, forward) for s in FORWARDED_SIGNALS} \
+        if threading.current_thread() is threading.main_thread() else {}
     parent = os.getpid()
     c_pid = None
     try:
@@ -372,6 +439,9 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
                     os.close(fd)
                 if idm_p is not None:
                     idm_p.close()
+                apply_child_fds(stdio, (ready_w, go_r, err_w, resume_r,
+                                        idm_c.fileno() if idm_c is not None else None,
+                                        *(m.fd for m in plan.mounts if m.fd is not None)))
                 first_child(plan, parent, ready_w, go_r, err_w, cgroups.join, layers_sock=idm_c,
                             resume_r=resume_r, executor=executor)
             finally:
@@ -469,16 +539,24 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
             resume_w = None
         os.close(ready_r)
         os.close(err_r)
-        _, status = os.waitpid(c_pid, 0) if wait is None else wait(c_pid)
+        timed_out = False
+        if wait is not None:
+            _, status = wait(c_pid)
+        elif plan.timeout is not None and error is None and target["pid"] is not None:
+            status, timed_out = wait_timed(c_pid, target["pid"], plan.timeout)
+        else:
+            _, status = os.waitpid(c_pid, 0)
         c_pid = None
         _crash_point("reaped")
         code = os.waitstatus_to_exitcode(status)
         code = 128 - code if code < 0 else code
+        if timed_out:
+            code = TIMEOUT_STATUS
         if error is not None:
             raise error
         sig = code - 128 if code > 128 else None
         return LaunchResult(plan.sandbox_id, code, sig, (time.monotonic() - t0) * 1000,
-                            effective, tuple(missing), tuple(leftovers))
+                            effective, tuple(missing), tuple(leftovers), timed_out)
     finally:
         for fd in executor:
             os.close(fd)

@@ -389,3 +389,26 @@ def test_aci_signed_for_one_name_renamed_to_another_under_the_prefix_is_refused(
           f"{PREFIX}/debug-shell:2", "--signature", str(tmp_path / "image.aci.sig")))
     assert ok(sb(sroot, "run", f"{PREFIX}/debug-shell:2", "--", "/bin/echo", "ran")).stdout \
         == "ran\n"
+
+
+def test_image_user_name_resolved_from_its_own_top_layer(sroot, tmp_path, base_tar, rootfs):
+    # a second layer replaces /etc/passwd and /etc/group: the name means
+    # what the top layer says, whatever the host's files say
+    top = fx.build_tar([fx.entry("etc/", "dir"),
+                        fx.entry("etc/passwd", data=b"root:x:0:0::/:/bin/sh\n"
+                                 b"app:x:4242:4343::/:/bin/sh\n"),
+                        fx.entry("etc/group", data=b"root:x:0:\nstaff:x:5151:\n")])
+    name = "example.net/named-user:1"
+    src, _ = build_image("oci", tmp_path, base_tar, rootfs, name, layers=(top,),
+                         cmd=("/bin/sh", "-c", "id -u; id -g"), user="app")
+    ok(sb(sroot, "image", "import", str(src)))
+    r = ok(sb(sroot, "run", "--insecure-options=image", name))
+    assert r.stdout.split() == ["4242", "4343"]
+    r = ok(sb(sroot, "run", "--insecure-options=image", "-u", "app:staff", name,
+              "--", "/bin/sh", "-c", "id -u; id -g"))
+    assert r.stdout.split() == ["4242", "5151"]
+    r = ok(sb(sroot, "run", "--insecure-options=image", "--entrypoint", "/bin/echo", name,
+              "--", "entry"))
+    assert r.stdout == "entry\n"        # the image's Cmd dropped, as Docker does
+    refused(sb(sroot, "run", "--insecure-options=image", "-u", "nosuch", name), 125,
+            "nosuch", "/etc/passwd")

@@ -142,7 +142,7 @@ def test_rootfs_that_is_a_file_is_refused(sroot, tmp_path):
     assert str(f) in err
 
 
-@pytest.mark.parametrize("user", ["root", "1:x", "-5", "4294967295"])
+@pytest.mark.parametrize("user", ["no-such-user", "root:", "1:x", "-5", "4294967295"])
 def test_bad_user_is_refused(sroot, user):
     err = _bad(sroot, "run", "--profile", "default", "--user", user, "--", "true")
     assert "--user" in err

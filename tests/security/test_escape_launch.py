@@ -185,8 +185,10 @@ def test_tiocsti_cannot_inject_into_callers_terminal(sroot, where):
     master, slave = pty.openpty()
     try:
         args, probe_path = where
+        # -i: the payload gets the caller's terminal as stdin (without it,
+        # /dev/null, and the attack would not reach the terminal at all)
         r = subprocess.run([helpers.SANDBOX, "--root", str(sroot), "run", "--profile",
-                            "default", *args, "--", probe_path, "tiocsti"],
+                            "default", "-i", *args, "--", probe_path, "tiocsti"],
                            stdin=slave, capture_output=True, text=True, timeout=30)
         v = parse_probe(r.stdout)["tiocsti"]
         # ENOTTY when stdin is not the terminal at all; EPERM/EIO when the

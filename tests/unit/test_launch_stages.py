@@ -29,7 +29,7 @@ def _resolved(paths, request, argv=("/bin/true",)):
 
 
 def test_request_is_one_validator_for_cli_and_library():
-    for bad in (dict(env={"1X": "v"}), dict(user="root"), dict(name="a b"),
+    for bad in (dict(env={"1X": "v"}), dict(user="root:"), dict(user="a/b"), dict(name="a b"),
                 dict(insecure_options=("seccomp",)), dict(volumes=["nocolon"]),
                 dict(rootfs="/r", image="x")):
         with pytest.raises(UsageError):

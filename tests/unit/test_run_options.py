@@ -10,6 +10,10 @@ from sandbox.cli.run import build_run_command, run
 
 ARGVS = [
     ["--", "true"],
+    ["--timeout", "1s", "--cpus=0.5", "-m", "64m", "--pids-limit", "9", "--ulimit",
+     "nofile=1:2", "--entrypoint", "sh", "--env-file", "/e", "--cap-add", "NET_RAW",
+     "--cap-drop=ALL", "--security-opt", "seccomp=unconfined", "--tmpfs", "/t",
+     "--read-only", "--read-write", "--rm", "-i", "--", "x"],
     ["-p", "strict", "--rootfs", "/r", "--", "sh", "-c", "x"],
     ["--volume=/a:/b:rw", "-v", "/c:/d", "-e", "A=1", "--env", "B=2", "--", "env"],
     ["--net", "bridge:lab", "--port", "80:80", "--dns", "192.0.2.1", "img", "--", "x"],
@@ -53,17 +57,17 @@ def test_a_new_option_is_one_entry_in_the_table():
     # the everyday-run issue adds Docker's options this way: one Opt, and
     # both parsers know it (spellings, value, repetition, default)
     table = RUN_OPTIONS + (
-        Opt(("--read-only",), "read_only", takes_value=False, help="Mount the root read-only."),
-        Opt(("--cap-drop",), "cap_drop", multiple=True, metavar="CAP", help="Drop CAP."),
+        Opt(("--no-flag-x",), "flag_x", takes_value=False, help="A flag."),
+        Opt(("--drop-x",), "drop_x", multiple=True, metavar="X", help="Drop X."),
         Opt(("--stop-signal",), "stop_signal", metavar="SIG", default="SIGTERM", help="Signal."),
     )
     cmd = build_run_command(lambda ctx, image, **kw: kw, table)
-    argv = ["--read-only", "--cap-drop", "CAP_CHOWN", "--cap-drop=CAP_KILL", "--", "true"]
+    argv = ["--no-flag-x", "--drop-x", "CAP_CHOWN", "--drop-x=CAP_KILL", "--", "true"]
     c, f = _norm(_click_params(cmd, argv)), _norm(_fast_params(argv, table))
     assert c == f
-    assert f["read_only"] is True and f["cap_drop"] == ("CAP_CHOWN", "CAP_KILL")
+    assert f["flag_x"] is True and f["drop_x"] == ("CAP_CHOWN", "CAP_KILL")
     assert f["stop_signal"] == "SIGTERM"
-    assert "--read-only" in cmd.get_help(cmd.make_context("run", ["--", "x"]))
+    assert "--no-flag-x" in cmd.get_help(cmd.make_context("run", ["--", "x"]))
 
 
 @pytest.mark.parametrize("argv", [["--no-such"], ["--dry-run=yes"], ["-p"], ["a", "b"],
