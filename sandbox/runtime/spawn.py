@@ -330,11 +330,11 @@ def apply_child_fds(stdio, keep) -> None:
     as long as this sandbox lives (and the payload could inherit them).
 
     RUNTIME STEP (issue 15): the executor does the same with its stdio."""
-    from .child import _close_all_but
+    from .child import close_fds_but
     for i, fd in enumerate(stdio or (None, None, None)):
         if fd is not None and fd != i:
             os.dup2(fd, i, inheritable=True)
-    _close_all_but(*{f for f in keep if f is not None})
+    close_fds_but(*{f for f in keep if f is not None})
 
 
 def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
@@ -441,9 +441,13 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
                     idm_p.close()
                 apply_child_fds(stdio, (ready_w, go_r, err_w, resume_r,
                                         idm_c.fileno() if idm_c is not None else None,
+                                        *executor,      # the executor and its plan
                                         *(m.fd for m in plan.mounts if m.fd is not None)))
                 first_child(plan, parent, ready_w, go_r, err_w, cgroups.join, layers_sock=idm_c,
                             resume_r=resume_r, executor=executor)
+            except BaseException as e:     # noqa: BLE001 - said to P, never swallowed
+                from .child import _report
+                _report(err_w, "start", e)
             finally:
                 os._exit(125)   # a forked child never returns into the caller
         for fd in (ready_w, go_r, err_w, resume_r):
