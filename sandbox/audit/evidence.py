@@ -36,7 +36,9 @@ EXIT_PAUSE = 0.5
 _NAMES: dict[int, str] = {}
 
 
-def _user_name(uid: int) -> str:
+def user_name(uid: int) -> str:
+    """The user name of ``uid`` (its number when it has none), looked up
+    once per process."""
     name = _NAMES.get(uid)
     if name is None:
         import pwd
@@ -82,8 +84,8 @@ def build_caller() -> dict:
         login = None if login == 4294967295 else login   # (uid_t)-1: not set
     except (OSError, ValueError):
         login = None
-    caller = {"uid": uid, "euid": euid, "user": _user_name(uid),
-              "login_uid": login, "login_user": _user_name(login) if login is not None else None,
+    caller = {"uid": uid, "euid": euid, "user": user_name(uid),
+              "login_uid": login, "login_user": user_name(login) if login is not None else None,
               "pid": os.getpid(), "ppid": ppid, "parent_command": _cmdline(ppid)}
     try:
         caller["cwd"] = os.getcwd()

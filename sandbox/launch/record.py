@@ -117,20 +117,9 @@ def _io_uring_allowed(seccomp) -> bool:
     return any(f.kind == "io_uring" for f in build_findings(seccomp.bpf))
 
 
-#: uid -> user name, for launch records (looked up once per process)
-_USER_NAMES: dict[int, str] = {}
-
-
 def _user_name(uid: int) -> str:
-    name = _USER_NAMES.get(uid)
-    if name is None:
-        import pwd
-        try:
-            name = pwd.getpwuid(uid).pw_name
-        except KeyError:
-            name = str(uid)
-        _USER_NAMES[uid] = name
-    return name
+    from ..audit.evidence import user_name
+    return user_name(uid)
 
 
 def build_launch_record(plan, plan_digest: str, resolved, leases, request,

@@ -370,27 +370,6 @@ def _optional_duration(v, _):
     return parse_duration(v)
 
 
-#: CPUs a sandbox may use, as Docker's ``--cpus``: 0.5 is half of one CPU's
-#: time (same bounds as the profile's ``limits.cpus`` everywhere).
-_MIN_CPUS, _MAX_CPUS = 0.01, 8192
-
-
-def _optional_cpus(v, _):
-    if v in ("unlimited", "none", False):
-        return None
-    if isinstance(v, bool):
-        raise ValueError("expected a number of CPUs such as 0.5 or 2")
-    if isinstance(v, str):
-        try:
-            v = float(v)
-        except ValueError:
-            raise ValueError(f"{v!r} is not a number of CPUs; write it like 0.5 or 2") from None
-    if not isinstance(v, (int, float)) or v != v or not _MIN_CPUS <= v <= _MAX_CPUS:
-        raise ValueError(f"expected a number of CPUs from {_MIN_CPUS} to {_MAX_CPUS}, "
-                         'or "unlimited"')
-    return float(v)
-
-
 def _rlimit_value(name: str, text) -> int:
     if text in ("unlimited", "-1", -1):
         return -1                       # RLIM_INFINITY
@@ -451,6 +430,4 @@ SCHEMA.update({
     "limits.address_space": (_optional_size, None),
     "limits.ulimits": (_ulimits, ()),
 })
-if "limits.cpus" not in SCHEMA:          # the profile field may come from elsewhere
-    SCHEMA["limits.cpus"] = (_optional_cpus, None)
 TABLE_LEAVES = TABLE_LEAVES | {"limits.ulimits"}
