@@ -86,6 +86,12 @@ def first_child(plan: LaunchPlan, parent_pid: int, ready_w: int, go_r: int, err_
             join_cgroups(plan.cgroup)
         step = f"chdir {plan.base}"                  # 2
         os.chdir(plan.base)
+        if plan.oom_score_adj is not None:
+            step = "oom_score_adj"
+            apply_oom_score_adj(plan.oom_score_adj)
+        if plan.join_namespaces:
+            step = "join namespaces"
+            apply_join_namespaces(plan.join_namespaces)
         step = "unshare " + ",".join(plan.namespaces)  # 3
         flags = 0
         for ns in plan.namespaces:
@@ -164,7 +170,7 @@ def _open_sources(plan: LaunchPlan) -> dict[str, int]:
     fds: dict[str, int] = {}
     for op in plan.mounts:
         paths = op.source.split(":") if op.op == "overlay" else \
-            [op.source] if op.op == "bind" else []
+            [op.source] if op.op in ("bind", "root-bind") else []
         for p in paths:
             if p not in fds:
                 fds[p] = os.open(p, os.O_PATH | os.O_CLOEXEC)
@@ -184,6 +190,12 @@ def pid1(plan: LaunchPlan, err_w: int, sources: dict[str, int],
         if "net" in plan.namespaces:
             step = "bring up lo"                     # 7
             _loopback_up()
+        if plan.sysctls:
+            # before the root is built: /proc/sys here is the host's /proc
+            # mount, but namespaced sysctls resolve to this process's
+            # (new) ipc, net and uts namespaces
+            step = "sysctl"
+            apply_sysctls(plan.sysctls)
         step = "private mount propagation"           # 8
         k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
         _build_root(plan, sources, idmapped)         # 9
@@ -192,6 +204,9 @@ def pid1(plan: LaunchPlan, err_w: int, sources: dict[str, int],
         k.pivot_root(".", ".")
         k.umount2(".", k.MNT_DETACH)
         os.chdir("/")
+        if plan.root_propagation:
+            step = f"root propagation {plan.root_propagation}"
+            apply_root_propagation(plan.root_propagation)
         if "uts" in plan.namespaces:                 # 11
             step = "sethostname"
             k.sethostname(plan.hostname)
@@ -267,11 +282,30 @@ def payload(plan: LaunchPlan, err_w: int, resume_r: int | None = None) -> None:
             signal.signal(s, signal.SIG_DFL)  # Python ignores SIGPIPE; execve keeps SIG_IGN
         step = "setsid"
         os.setsid()                                  # 13
+        if plan.controlling_tty:
+            step = "controlling terminal"
+            apply_controlling_tty()
+        if plan.umask is not None:
+            os.umask(plan.umask)
         step = f"chdir {plan.workdir}"               # 14
         os.chdir(plan.workdir)
+        early_seccomp = plan.seccomp is not None and not plan.no_new_privs
+        if early_seccomp:
+            # without no_new_privs the kernel loads a filter only for a
+            # holder of CAP_SYS_ADMIN: load it while the capabilities are
+            # still there (as runc does); the filter then also governs the
+            # capability and id changes below
+            step = "seccomp"
+            k.seccomp_set_filter(plan.seccomp.bpf)
         step = "drop capabilities"                   # 15
-        _drop_capabilities(frozenset(plan.capabilities), plan.uid, plan.gid,
-                           plan.idmap is None or not plan.idmap.deny_setgroups)  # 16
+        if plan.capability_sets:
+            apply_capability_sets(plan.capability_sets, plan.uid, plan.gid,
+                                  plan.idmap is None or not plan.idmap.deny_setgroups,
+                                  plan.additional_gids)
+        else:
+            _drop_capabilities(frozenset(plan.capabilities), plan.uid, plan.gid,
+                               plan.idmap is None or not plan.idmap.deny_setgroups,  # 16
+                               plan.additional_gids)
         if plan.no_new_privs:                        # 17
             step = "no_new_privs"
             k.prctl(k.PR_SET_NO_NEW_PRIVS, 1)
@@ -279,7 +313,7 @@ def payload(plan: LaunchPlan, err_w: int, resume_r: int | None = None) -> None:
             step = "landlock"
             from ._landlock import apply_landlock
             apply_landlock(plan.landlock)
-        if plan.seccomp is not None:                 # 19
+        if plan.seccomp is not None and not early_seccomp:  # 19
             step = "seccomp"
             k.seccomp_set_filter(plan.seccomp.bpf)
         if resume_r is not None:
@@ -311,7 +345,7 @@ def _close_all_but(*keep: int | None) -> None:
 
 
 def _drop_capabilities(keep: frozenset[str], uid: int = 0, gid: int = 0,
-                       may_setgroups: bool = True) -> None:
+                       may_setgroups: bool = True, groups: tuple[int, ...] = ()) -> None:
     """Bounding set, then ids, then permitted/effective/inheritable; ambient cleared.
 
     The bounding set goes first because dropping needs CAP_SETPCAP, which
@@ -324,7 +358,10 @@ def _drop_capabilities(keep: frozenset[str], uid: int = 0, gid: int = 0,
             prctl.capbset_drop(n)
     k.clear_ambient_caps()
     if may_setgroups:
-        os.setgroups([])
+        os.setgroups(list(groups))
+    elif groups:
+        raise PermissionError(_errno.EPERM, "supplementary groups need setgroups, which "
+                              "this user namespace denies")
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
     drop = [n for n in range(last_cap() + 1) if n not in keep_nums]
@@ -335,6 +372,94 @@ def _drop_capabilities(keep: frozenset[str], uid: int = 0, gid: int = 0,
     else:
         prctl.set_caps((list(range(last_cap() + 1)),
                         [prctl.CAP_EFFECTIVE, prctl.CAP_PERMITTED, prctl.CAP_INHERITABLE], False))
+
+
+def apply_oom_score_adj(value: int) -> None:
+    """OCI process.oomScoreAdj; before unshare, while this process still
+    holds the caller's privilege to lower it."""
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write(str(value))
+
+
+def apply_join_namespaces(join: tuple[tuple[str, str], ...]) -> None:
+    """OCI linux.namespaces[].path: setns into each, the user namespace
+    first (it grants the capabilities the other joins need). Every file is
+    opened before the first join, while the host's paths are still seen."""
+    fds = [(ns, os.open(path, os.O_RDONLY | os.O_CLOEXEC)) for ns, path in join]
+    try:
+        for ns, fd in sorted(fds, key=lambda x: x[0] != "user"):
+            k.setns(fd, k.NAMESPACE_FLAGS[ns])
+    finally:
+        for _, fd in fds:
+            os.close(fd)
+
+
+def apply_sysctls(sysctls: tuple[tuple[str, str], ...]) -> None:
+    """OCI linux.sysctl (namespaced keys only, checked by the translator)."""
+    for name, value in sysctls:
+        path = "/proc/sys/" + name.replace(".", "/")
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
+
+
+_PROPAGATION = {"private": k.MS_PRIVATE, "slave": k.MS_SLAVE, "shared": 1 << 20,
+                "unbindable": 1 << 17}
+
+
+def apply_root_propagation(kind: str) -> None:
+    """OCI linux.rootfsPropagation on the new root (after pivot_root)."""
+    # recursive either way, as runc does: the root's submounts follow it
+    k.mount(None, "/", None, _PROPAGATION[kind.lstrip("r")] | k.MS_REC)
+
+
+def apply_controlling_tty() -> None:
+    """Make fd 0 (a terminal) the controlling tty of this new session."""
+    import termios
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+PR_SET_KEEPCAPS = 8
+PR_CAP_AMBIENT_RAISE = 2
+
+
+def apply_capability_sets(sets: tuple, uid: int, gid: int, may_setgroups: bool,
+                          groups: tuple[int, ...]) -> None:
+    """OCI process.capabilities, each set as the config names it:
+    ``sets`` is (bounding, effective, permitted, inheritable, ambient),
+    tuples of ``CAP_*`` names.
+
+    Bounding first (dropping needs CAP_SETPCAP); the id change keeps the
+    permitted set (PR_SET_KEEPCAPS) so a non-root user can hold what the
+    config gives it; then one capset for effective, permitted and
+    inheritable; ambient last (each must be permitted and inheritable).
+    """
+    bnd, eff, prm, inh, amb = ({CAPABILITIES[c] for c in x} for x in sets)
+    every = list(range(last_cap() + 1))
+    for n in every:
+        if n not in bnd:
+            prctl.capbset_drop(n)
+    k.clear_ambient_caps()
+    k.prctl(PR_SET_KEEPCAPS, 1)
+    if may_setgroups:
+        os.setgroups(list(groups))
+    elif groups:
+        raise PermissionError(_errno.EPERM, "supplementary groups need setgroups, which "
+                              "this user namespace denies")
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    k.prctl(PR_SET_KEEPCAPS, 0)
+    prctl.set_caps((sorted(prm), [prctl.CAP_PERMITTED], True),
+                   ([n for n in every if n not in prm], [prctl.CAP_PERMITTED], False),
+                   (sorted(eff & prm), [prctl.CAP_EFFECTIVE], True),
+                   ([n for n in every if n not in eff or n not in prm],
+                    [prctl.CAP_EFFECTIVE], False),
+                   (sorted(inh), [prctl.CAP_INHERITABLE], True),
+                   ([n for n in every if n not in inh], [prctl.CAP_INHERITABLE], False))
+    for n in sorted(amb):
+        k.prctl(k.PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, n)
 
 
 def _loopback_up() -> None:
@@ -447,6 +572,11 @@ def _build_root(plan: LaunchPlan, sources: dict[str, int],
                 k.mount("tmpfs", "root", "tmpfs", k.MS_NOSUID | k.MS_NODEV, "mode=755")
                 root_fd = os.open("root", _O_PATH_DIR)
                 continue
+            if op.op == "root-bind":
+                # the OCI bundle's root: used as it is, writes land in it
+                k.mount(_fdpath(sources[op.source]), "root", None, k.MS_BIND | k.MS_REC)
+                root_fd = os.open("root", _O_PATH_DIR)
+                continue
             if op.op == "overlay":
                 k.mount("tmpfs", "scratch", "tmpfs", k.MS_NOSUID | k.MS_NODEV, "mode=700")
                 os.mkdir("scratch/upper", 0o755)
@@ -516,7 +646,7 @@ def _apply_op(root_fd: int, op: MountOp, sources: dict[str, int]) -> None:
         fd = _open_inside(root_fd, t, create="dir")
         try:
             flags, data = _split_options(op.options, k.MS_NOSUID | k.MS_NODEV)
-            k.mount("tmpfs", _fdpath(fd), "tmpfs", flags, data)
+            k.mount(op.source or "tmpfs", _fdpath(fd), "tmpfs", flags, data)
         finally:
             os.close(fd)
     elif op.op == "proc":
@@ -545,6 +675,13 @@ def _apply_op(root_fd: int, op: MountOp, sources: dict[str, int]) -> None:
         finally:
             if fd is not None:
                 os.close(fd)
+    elif op.op == "mqueue":
+        fd = _open_inside(root_fd, t, create="dir")
+        try:
+            flags, data = _split_options(op.options, k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
+            k.mount("mqueue", _fdpath(fd), "mqueue", flags, data)
+        finally:
+            os.close(fd)
     elif op.op == "devpts":
         fd = _open_inside(root_fd, t, create="dir")
         try:

@@ -123,6 +123,24 @@ class LaunchPlan(NamedTuple):
     insecure_options: tuple[str, ...] = ()
     #: bridge networking, built by sandbox.net (None for none/host)
     net: object = None
+    # --- steps the OCI runtime (sandbox.oci) needs; the defaults change nothing
+    #: (name, value) namespaced sysctls, written in PID 1 before the root is built
+    sysctls: tuple[tuple[str, str], ...] = ()
+    #: (namespace, path) to setns into before unsharing the new ones
+    join_namespaces: tuple[tuple[str, str], ...] = ()
+    #: supplementary groups of the payload (setgroups), instead of none
+    additional_gids: tuple[int, ...] = ()
+    #: the payload's umask (None: inherited)
+    umask: int | None = None
+    #: /proc/self/oom_score_adj, written before unshare (None: inherited)
+    oom_score_adj: int | None = None
+    #: mount propagation of the new root after pivot_root ("": private)
+    root_propagation: str = ""
+    #: fd 0 is a terminal the payload makes its controlling tty (TIOCSCTTY)
+    controlling_tty: bool = False
+    #: (bounding, effective, permitted, inheritable, ambient) name tuples,
+    #: applied exactly instead of `capabilities` (() : `capabilities` rules)
+    capability_sets: tuple = ()
 
     @property
     def root(self) -> str:
@@ -150,6 +168,14 @@ class LaunchPlan(NamedTuple):
             "missing": list(self.missing), "insecure_options": list(self.insecure_options),
             "net": self.net.to_dict() if self.net is not None else None,
         }
+        # OCI steps appear only when set, so earlier plans keep their digest
+        for key in ("sysctls", "join_namespaces", "additional_gids", "umask",
+                    "oom_score_adj", "root_propagation", "controlling_tty",
+                    "capability_sets"):
+            v = getattr(self, key)
+            if v not in ((), None, "", False):
+                d[key] = [list(x) if isinstance(x, tuple) else x for x in v] \
+                    if isinstance(v, tuple) else v
         return d
 
     def digest(self) -> str:
@@ -184,18 +210,36 @@ class LaunchPlan(NamedTuple):
                  + (", setgroups deny" if self.idmap.deny_setgroups else ""))
         if self.cgroup:
             step("cgroup " + ", ".join(f"{os.path.basename(f)}={v}" for f, v in self.cgroup.writes))
+        for ns, path in self.join_namespaces:
+            step(f"setns {ns} {path}")
+        if self.oom_score_adj is not None:
+            step(f"oom_score_adj {self.oom_score_adj}")
         step(f"network {self.network}" + (" (loopback up)" if self.network == "none" else ""))
+        for name, value in self.sysctls:
+            step(f"sysctl {name}={value}")
         step(f"tmpfs at {self.base} (private mount propagation first)")
         for m in self.mounts:
             step(m.describe())
         step(f"pivot_root into {self.root}; detach the old root")
+        if self.root_propagation:
+            step(f"root propagation {self.root_propagation}")
         step(f"hostname {self.hostname}")
         for name, soft, hard in self.rlimits:
             step(f"setrlimit {name} {soft}/{hard}")
         step("close every fd above 2; new session (setsid)")
-        step("capabilities (bounding, permitted, effective): " +
-             (", ".join(self.capabilities) or "none") + "; inheritable and ambient: none")
-        step(f"uid {self.uid}, gid {self.gid}")
+        if self.capability_sets:
+            for name, caps in zip(("bounding", "effective", "permitted", "inheritable",
+                                   "ambient"), self.capability_sets):
+                step(f"capabilities {name}: " + (", ".join(caps) or "none"))
+        else:
+            step("capabilities (bounding, permitted, effective): " +
+                 (", ".join(self.capabilities) or "none") + "; inheritable and ambient: none")
+        step(f"uid {self.uid}, gid {self.gid}" + (
+            f", groups {','.join(map(str, self.additional_gids))}" if self.additional_gids else ""))
+        if self.umask is not None:
+            step(f"umask {self.umask:04o}")
+        if self.controlling_tty:
+            step("controlling terminal: fd 0 (TIOCSCTTY)")
         if self.no_new_privs:
             step("no_new_privs")
         if self.landlock_abi:

@@ -231,7 +231,7 @@ def _crash_point(name: str) -> None:
 
 
 def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
-           on_forked=None, wait=None) -> LaunchResult:
+           on_forked=None, wait=None, on_confined=None) -> LaunchResult:
     """Run the plan to completion and return how it ended.
 
     ``on_forked()`` runs in the supervisor while the child sets up (the
@@ -239,7 +239,10 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
     payload_pid: int | None)`` once the payload has been exec'd (the audit
     launch record). ``wait(c_pid) -> (pid, status)`` replaces the final
     ``os.waitpid`` (the detached supervisor copies the payload's output to
-    its log meanwhile).
+    its log meanwhile). ``on_confined(effective, payload_pid)`` runs while
+    the fully confined payload waits just before execve (the OCI runtime's
+    create/start); execve follows when it returns, and if it raises, the
+    sandbox is killed and the error re-raised.
     Raises `SetupError`, `CommandNotFound`, `CommandNotExecutable` or
     `HostSupportError`; in every case nothing of the sandbox is left.
     """
@@ -366,6 +369,12 @@ def launch(plan: LaunchPlan, *, readback: bool = True, on_started=None,
                 # read its state now, so even /bin/true cannot race us
                 ppid = _payload_pid(target["pid"]) if target["pid"] else None
                 eff = read_effective(ppid) if (readback and ppid) else None
+                if on_confined is not None:
+                    try:
+                        on_confined(eff, ppid)
+                    except BaseException:
+                        os.kill(c_pid, signal.SIGKILL)
+                        raise
                 os.write(resume_w, b"X")
                 first = b""
             os.close(resume_w)

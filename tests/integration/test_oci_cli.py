@@ -1,0 +1,197 @@
+"""sandbox-oci's runc command line, end to end on a busybox bundle (root)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests import helpers
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the OCI runtime tests run as root")
+
+OCI = str(Path(sys.executable).parent / "sandbox-oci")
+
+
+def oci(root, *args, timeout=30, input=None):
+    return subprocess.run([OCI, "--root", str(root), *args], capture_output=True, text=True,
+                          timeout=timeout, input=input)
+
+
+def config(args, **linux):
+    caps = ["CAP_CHOWN", "CAP_KILL", "CAP_AUDIT_WRITE", "CAP_NET_BIND_SERVICE"]
+    return {
+        "ociVersion": "1.0.2",
+        "process": {"args": args, "env": ["PATH=/bin"], "cwd": "/",
+                    "user": {"uid": 0, "gid": 0}, "noNewPrivileges": True,
+                    "capabilities": {k: caps for k in ("bounding", "effective", "permitted")}},
+        "root": {"path": "rootfs"},
+        "hostname": "oci",
+        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
+                   {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+                    "options": ["nosuid", "mode=755"]},
+                   {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}],
+        "linux": dict({"namespaces": [{"type": t} for t in
+                                      ("pid", "network", "ipc", "uts", "mount")],
+                       "maskedPaths": ["/proc/kcore"], "readonlyPaths": ["/proc/sys"]},
+                      **linux),
+    }
+
+
+@pytest.fixture(scope="module")
+def rootfs(tmp_path_factory):
+    if helpers.BUSYBOX is None:
+        pytest.skip("busybox-static is not installed")
+    return helpers.make_busybox_root(tmp_path_factory.mktemp("ocirootfs") / "rootfs")
+
+
+@pytest.fixture
+def bundle(tmp_path, rootfs):
+    b = tmp_path / "bundle"
+    b.mkdir()
+    os.symlink(rootfs, b / "rootfs")
+
+    def make(args, **linux):
+        (b / "config.json").write_text(json.dumps(config(args, **linux)))
+        return b
+    return make
+
+
+def create(root, b, cid, *extra, out=None):
+    """``create``, its stdio on files: the container's process keeps the
+    caller's stdout and stderr (as runc's does), so a pipe never ends."""
+    out = out or open(os.devnull, "w")
+    err = open(Path(root).parent / f"{cid}.err", "w+")
+    r = subprocess.run([OCI, "--root", str(root), "create", "--bundle", str(b), *extra, cid],
+                       stdout=out, stderr=err, stdin=subprocess.DEVNULL, timeout=30)
+    err.seek(0)
+    return r.returncode, err.read()
+
+
+def _state(root, cid):
+    r = oci(root, "state", cid)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+C1, C2, C3, C4 = (f"test-oci-{n}-{uuid.uuid4().hex[:8]}" for n in range(4))
+
+
+def test_create_start_state_delete(tmp_path, bundle):
+    b = bundle(["/bin/sh", "-c", "echo out-$(hostname) > /tmp/x; cat /tmp/x"])
+    root = tmp_path / "state"
+    out = open(tmp_path / "out", "w+")
+    rc, err = create(root, b, C1, "--pid-file", str(tmp_path / "pid"), out=out)
+    assert rc == 0, err
+    st = _state(root, C1)
+    assert st["status"] == "created" and st["bundle"] == str(b) and st["id"] == C1
+    assert int((tmp_path / "pid").read_text()) == st["pid"] > 0
+    assert oci(root, "start", C1).returncode == 0
+    for _ in range(200):
+        if _state(root, C1)["status"] == "stopped":
+            break
+        time.sleep(0.02)
+    assert _state(root, C1)["status"] == "stopped"
+    out.seek(0)
+    assert out.read() == "out-oci\n"
+    assert oci(root, "delete", C1).returncode == 0
+    assert not (root / C1).exists()
+    assert not any(C1 in p for p in os.listdir("/sys/fs/cgroup/freezer/sandbox-oci")) \
+        if os.path.isdir("/sys/fs/cgroup/freezer/sandbox-oci") else True
+
+
+def test_kill_running_container_and_delete_rules(tmp_path, bundle):
+    b = bundle(["/bin/sleep", "60"])
+    root = tmp_path / "state"
+    rc, err = create(root, b, C2)
+    assert rc == 0, err
+    assert oci(root, "start", C2).returncode == 0
+    assert _state(root, C2)["status"] == "running"
+    d = oci(root, "delete", C2)
+    assert d.returncode == 1 and f"cannot delete container {C2}: it is running" in d.stderr
+    ps = oci(root, "ps", "--format", "json", C2)
+    assert json.loads(ps.stdout)
+    lst = oci(root, "list", "-q")
+    assert lst.stdout.split() == [C2]
+    assert oci(root, "kill", C2, "KILL").returncode == 0
+    for _ in range(200):
+        if _state(root, C2)["status"] == "stopped":
+            break
+        time.sleep(0.02)
+    assert _state(root, C2)["status"] == "stopped"
+    k = oci(root, "kill", C2)
+    assert k.returncode == 1 and "it is stopped" in k.stderr
+    assert oci(root, "delete", C2).returncode == 0
+
+
+def test_delete_force_of_created_container(tmp_path, bundle):
+    b = bundle(["/bin/true"])
+    root = tmp_path / "state"
+    rc, err = create(root, b, C3)
+    assert rc == 0, err
+    pid = _state(root, C3)["pid"]
+    assert oci(root, "delete", "--force", C3).returncode == 0
+    assert not (root / C3).exists()
+    assert not os.path.exists(f"/proc/{pid}/status") or \
+        "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_duplicate_id_refused(tmp_path, bundle):
+    b = bundle(["/bin/true"])
+    root = tmp_path / "state"
+    assert create(root, b, C4)[0] == 0
+    rc, err = create(root, b, C4)
+    assert rc == 1 and f"container {C4} already exists" in err
+    assert oci(root, "delete", "-f", C4).returncode == 0
+
+
+@pytest.mark.parametrize("case", ["no-config", "broken-json", "major-2", "no-root",
+                                  "escaping-mount"])
+def test_bad_bundle_one_line_nothing_left(tmp_path, bundle, case):
+    b = bundle(["/bin/true"])
+    cfg = json.loads((b / "config.json").read_text())
+    expect = {"no-config": "config.json: no such file", "broken-json": "not valid JSON",
+              "major-2": "ociVersion 2.0 is not supported", "no-root": "no such folder",
+              "escaping-mount": "which leaves the root"}[case]
+    if case == "no-config":
+        (b / "config.json").unlink()
+    elif case == "broken-json":
+        (b / "config.json").write_text('{"ociVersion": ')
+    elif case == "major-2":
+        cfg["ociVersion"] = "2.0"
+    elif case == "no-root":
+        cfg["root"]["path"] = "missing"
+    else:
+        os.symlink("../../../../../../tmp", b / "escape")
+        cfg["root"]["path"] = str(b)        # a root holding the escaping link
+        cfg["mounts"].append({"destination": "/escape/x", "type": "tmpfs"})
+    if case in ("major-2", "no-root", "escaping-mount"):
+        (b / "config.json").write_text(json.dumps(cfg))
+    root = tmp_path / "state"
+    r = oci(root, "create", "-b", str(b), "bad")
+    assert r.returncode == 1
+    assert expect in r.stderr and len(r.stderr.strip().splitlines()) <= 2, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (root / "bad").exists()
+
+
+def test_global_options(tmp_path):
+    v = subprocess.run([OCI, "--version"], capture_output=True, text=True)
+    assert v.returncode == 0 and "spec: 1." in v.stdout
+    s = subprocess.run([OCI, "--systemd-cgroup", "list"], capture_output=True, text=True)
+    assert s.returncode == 2 and len(s.stderr.strip().splitlines()) <= 2
+    f = subprocess.run([OCI, "features"], capture_output=True, text=True)
+    feat = json.loads(f.stdout)
+    assert feat["ociVersionMax"].startswith("1.") and "pid" in feat["linux"]["namespaces"]
+    log = tmp_path / "log.json"
+    r = subprocess.run([OCI, "--root", str(tmp_path), "--log", str(log), "--log-format",
+                        "json", "state", "nope"], capture_output=True, text=True)
+    assert r.returncode == 1
+    rec = json.loads(log.read_text().splitlines()[-1])
+    assert rec["level"] == "error" and "container nope does not exist" in rec["msg"]
