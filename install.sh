@@ -37,6 +37,8 @@ PACKAGES=(
     gnupg busybox-static util-linux passwd attr
     # peers for benchmarks, and real OCI images for tests
     bubblewrap crun runc skopeo umoci
+    # builds the OCI runtime validation suite (tests/conformance)
+    golang-go make
     # networking
     nftables iproute2 iptables
     # fresh clones in tests and CI

@@ -105,6 +105,8 @@ def _create_args(c) -> None:
     c.add_argument("--no-pivot", action="store_true")
     c.add_argument("--no-new-keyring", action="store_true")
     c.add_argument("--preserve-fds", type=int, default=0)
+    c.add_argument("--policy", metavar="PROFILE",
+                   help="refuse a config weaker than this sandbox profile")
     c.add_argument("id")
 
 
@@ -154,17 +156,29 @@ def dispatch(a, log) -> int:
         return cmd_list(root, a)
     if a.command in ("create", "run"):
         return cmd_create(root, a, log)
-    if a.command == "exec":
-        raise UsageError("sandbox-oci exec is not implemented yet",
-                         hint="run the command as the container's process, or use runc")
     return globals()["cmd_" + a.command](root, a, log)
 
 
 # ---------------------------------------------------------------- create
 
 def cmd_create(root: str, a, log) -> int:
-    from .translate import BundleError, build_plan, load_bundle
     C.check_id(a.id)
+    try:
+        return _create(root, a, log)
+    except SandboxError as e:
+        from .policy import PolicyRefusal
+        C.audit("refusal", {
+            "sandbox_id": a.id, "runtime": "sandbox-oci",
+            "stage": "policy" if isinstance(e, PolicyRefusal) else
+            "bundle" if e.__class__.__name__ == "BundleError" else "setup",
+            "error": e.message, "field": getattr(e, "field", None),
+            "policy": getattr(e, "profile", None),
+            "bundle": os.path.abspath(a.bundle)}, log)
+        raise
+
+
+def _create(root: str, a, log) -> int:
+    from .translate import BundleError, build_plan, load_bundle
     if a.preserve_fds:
         raise UsageError("--preserve-fds is not supported yet")
     if a.console_socket:
@@ -182,10 +196,12 @@ def cmd_create(root: str, a, log) -> int:
         plan = build_plan(bundle, a.id, os.path.join(d, "run"), seccomp_dir=d,
                           console=bool(a.console_socket))
         cfg = bundle.config
+        policies = _enforce_floor(a.policy, plan, cfg)
         rec = {"ociVersion": cfg["ociVersion"], "id": a.id, "status": "creating", "pid": 0,
                "bundle": bundle.path, "annotations": cfg.get("annotations") or {},
                "config_digest": bundle.digest, "owner": os.geteuid(),
-               "cgroup": list(plan.cgroup.dirs) if plan.cgroup else []}
+               "cgroup": list(plan.cgroup.dirs) if plan.cgroup else [],
+               "policies": policies}
         C.write_state(root, a.id, rec)
         os.mkfifo(os.path.join(d, "exec.fifo"), 0o600)
         hooks = cfg.get("hooks") or {}
@@ -211,6 +227,19 @@ def cmd_create(root: str, a, log) -> int:
         _remove(root, a.id, rec, log)
         return int(rec.get("exit_status") or 0)
     return 0
+
+
+def _enforce_floor(flag, plan, cfg) -> list[str]:
+    """Every floor that applies (`policy.floors`), checked; their names."""
+    from ..paths import Paths
+    from .policy import check_floor, floors
+    paths = Paths.resolve()
+    names = floors(flag, cfg, paths.config)
+    if names:
+        from ..profile.load import load
+        for n in names:
+            check_floor(load(n, user_dir=paths.user_profiles), plan, cfg)
+    return names
 
 
 def _spawn_supervisor(root, cid, plan, hooks, log) -> int:
@@ -270,6 +299,8 @@ def cmd_start(root: str, a, log) -> int:
         os.write(fd, b"0")
     finally:
         os.close(fd)
+    C.audit("oci.start", {"sandbox_id": a.id, "runtime": "sandbox-oci", "pid": rec.get("pid")},
+            log)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         rec = C.load(root, a.id)
@@ -344,6 +375,72 @@ def _remove(root, cid, rec, log) -> None:
         except SandboxError as e:
             log("warning", str(e))
     shutil.rmtree(os.path.join(root, cid), ignore_errors=True)
+
+
+def cmd_exec(root: str, a, log) -> int:
+    """Run a command in a running container, confined as its process is
+    (its namespaces, root, capabilities or fewer, no_new_privs, seccomp
+    filter): `sandbox.lifecycle.enter` over the confinement the supervisor
+    recorded. The process may choose args, env, cwd and user; never more
+    capabilities than the container's process."""
+    for flag, name in ((a.tty, "--tty"), (a.console_socket, "--console-socket"),
+                       (a.detach, "--detach"), (a.preserve_fds, "--preserve-fds")):
+        if flag:
+            raise UsageError(f"sandbox-oci exec {name} is not supported yet",
+                             hint="run it in the foreground without a terminal")
+    rec = C.load(root, a.id)
+    if C.status(rec) != "running":
+        raise C.ContainerError(f"cannot exec in container {a.id}: it is {C.status(rec)}")
+    conf = json.load(open(os.path.join(root, a.id, "confine.json")))
+    args = list(a.args[1:] if a.args[:1] == ["--"] else a.args)
+    env = dict(conf["env"])
+    if a.process:
+        try:
+            with open(a.process) as f:
+                proc = json.load(f)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--process {a.process}: cannot read it as JSON ({e})") from None
+        args = list(proc.get("args") or [])
+        env = dict(e.split("=", 1) for e in proc.get("env") or [] if "=" in e)
+        conf["workdir"] = proc.get("cwd") or conf["workdir"]
+        user = proc.get("user") or {}
+        conf["uid"], conf["gid"] = int(user.get("uid", 0)), int(user.get("gid", 0))
+        caps = (proc.get("capabilities") or {}).get("effective")
+        if caps is not None:
+            conf["capabilities"] = sorted(set(caps) & set(conf["capabilities"]))
+        if proc.get("terminal"):
+            raise UsageError("sandbox-oci exec: process.terminal is not supported yet")
+    if not args:
+        raise UsageError("sandbox-oci exec: no command given",
+                         hint="pass the command after the id, or --process FILE")
+    for e in a.env:
+        k, _, v = e.partition("=")
+        env[k] = v
+    if a.cwd:
+        conf["workdir"] = a.cwd
+    if a.user:
+        u, _, g = a.user.partition(":")
+        if not u.isdigit() or (g and not g.isdigit()):
+            raise UsageError(f"--user {a.user}: give UID[:GID] as numbers")
+        conf["uid"], conf["gid"] = int(u), int(g or 0)
+    conf["env"] = [[k, v] for k, v in env.items()]
+    import tempfile
+    from pathlib import Path
+    from ..lifecycle._enter import enter
+    from ..paths import Paths
+    with tempfile.TemporaryDirectory(dir=os.path.join(root, a.id), prefix="exec-") as t:
+        paths = Paths(Path(t), Path(t), Path(t))
+        rd = Path(t) / "sandboxes" / a.id
+        rd.mkdir(parents=True)
+        (rd / "confine.json").write_text(json.dumps(conf))
+        erec = {"id": a.id, "state": "running", "supervisor": rec.get("supervisor"),
+                "pid1": {"pid": rec["pid"], "start_time": rec["pid_start"]}}
+        C.audit("oci.exec", {"sandbox_id": a.id, "runtime": "sandbox-oci", "command": args,
+                             "uid": conf["uid"]}, log)
+        if a.pid_file:
+            with open(a.pid_file, "w") as f:
+                f.write(str(os.getpid()))
+        return enter(paths, erec, args)
 
 
 def _freezer(rec: dict, cid: str) -> str:

@@ -33,6 +33,7 @@ import select
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 from ..errors import NotFound, SandboxError, SetupError, UsageError
 from ..runtime import state as rst
@@ -119,6 +120,54 @@ def ensure_cgroup_parents(cg) -> None:
                             dst.write(v)
 
 
+# ------------------------------------------------------------------ audit
+
+def audit(kind: str, data: dict, log=None) -> None:
+    """One record in the sandbox audit chain (`sandbox.audit.record_event`,
+    the folders of `sandbox.paths.Paths.resolve`, so ``SANDBOX_ROOT`` moves
+    it). A refusal that cannot be recorded is logged, not raised: the
+    refusal itself must still reach the caller."""
+    from ..audit import record_event
+    from ..paths import Paths
+    try:
+        record_event(Paths.resolve(), kind, data)
+    except Exception as e:  # noqa: BLE001
+        if kind != "refusal":
+            raise
+        if log is not None:
+            log("warning", f"the refusal was not recorded in the audit log: {e}")
+
+
+def launch_record(rec: dict, plan, effective: dict | None) -> dict:
+    """The launch record's data, in the shape `sandbox.audit.report` reads."""
+    return {
+        "sandbox_id": plan.sandbox_id, "name": plan.name, "runtime": "sandbox-oci",
+        "user": {"uid": os.getuid()}, "command": list(plan.argv),
+        "profile": {"name": "oci", "digest": plan.profile_digest, "source": "config.json",
+                    "unconfined": plan.seccomp is None},
+        "oci": {"bundle": rec["bundle"], "config_digest": rec["config_digest"],
+                "policies": rec.get("policies") or [], "pid": rec.get("pid")},
+        "plan_digest": plan.digest(),
+        "root": {"kind": "bundle", "path": plan.mounts[0].source},
+        "image": None, "insecure_options": [],
+        "namespaces": {n: n in plan.namespaces for n in
+                       ("user", "mount", "pid", "net", "uts", "ipc", "cgroup")},
+        "capabilities": list(plan.capabilities),
+        "seccomp": {"enabled": plan.seccomp is not None,
+                    "default_action": plan.seccomp.default_action if plan.seccomp else None,
+                    "digest": plan.seccomp.digest if plan.seccomp else None},
+        "no_new_privs": plan.no_new_privs,
+        "read_only_root": any(m.op == "remount-ro" and m.target == "/" for m in plan.mounts),
+        "volumes": [{"source": m.source, "target": m.target, "mode":
+                     "ro" if "ro" in m.options.split(",") else "rw", "label": None}
+                    for m in plan.mounts if m.op == "bind" and m.why.startswith("mounts[")],
+        "network": {"mode": plan.network, "shared_with_host": plan.network == "host"},
+        "limits": {"memory": None, "pids": None, "nofile": None},
+        "label": None, "landlock": {"enabled": False, "abi": None},
+        "missing": [], "effective": effective,
+    }
+
+
 # ------------------------------------------------------------------ hooks
 
 def run_hooks(hooks: list, state: dict, which: str, *, enter_pid: int | None = None) -> None:
@@ -191,6 +240,9 @@ def supervise(root: str, cid: str, plan, hooks: dict, report_w: int, log) -> Non
         rec.update(status="created", pid=ppid, pid_start=rst.start_time(ppid),
                    effective=eff, created=time.time())
         write_state(root, cid, rec)
+        audit("launch", launch_record(rec, plan, eff), log)
+        from ..runtime.supervise import confinement
+        rst.write_json(Path(d) / "confine.json", confinement(plan))
         st = oci_state(rec)
         run_hooks(hooks.get("prestart"), st, "prestart")
         run_hooks(hooks.get("createRuntime"), st, "createRuntime")
@@ -223,6 +275,12 @@ def supervise(root: str, cid: str, plan, hooks: dict, report_w: int, log) -> Non
     try:
         res = launch(plan, on_forked=on_forked, on_confined=on_confined, on_started=on_started)
         rec.update(status="stopped", exit_status=res.status, leftovers=list(res.leftovers))
+        try:
+            audit("exit", {"sandbox_id": cid, "status": res.status, "signal": res.signal,
+                           "duration_ms": round(res.duration_ms, 1),
+                           "leftovers": list(res.leftovers)}, log)
+        except Exception as e:  # noqa: BLE001 - the container has ended either way
+            log("error", f"the exit was not recorded in the audit log: {e}")
     except SandboxError as e:
         status = e.status
         rec.update(status="stopped", error=e.lines())

@@ -250,6 +250,11 @@ def build_mounts(cfg: dict, rootfs: str, new_ns: tuple[str, ...]) -> tuple[Mount
         elif typ == "sysfs":
             m.append(MountOp("sysfs", dest, options=opts))
         elif typ == "tmpfs":
+            if dest == "/dev" and linux.get("devices") and "user" not in new_ns \
+                    and "nodev" not in opts.split(","):
+                # nodes made by mknod must open; the devices cgroup (always
+                # set, see build_cgroup) is what limits them, as with runc
+                opts = ",".join(filter(None, [opts, "dev"]))
             m.append(MountOp("tmpfs", dest, src if src and src != "tmpfs" else None, opts))
             dev_mounted |= dest == "/dev"
         elif typ == "devpts":
@@ -272,7 +277,7 @@ def build_mounts(cfg: dict, rootfs: str, new_ns: tuple[str, ...]) -> tuple[Mount
                          ("/dev/ptmx", "pts/ptmx")):
             m.append(MountOp("symlink", link, to))
     for i, d in enumerate(_get(linux, "devices", list, "linux.devices", [])):
-        m.append(_device(d, f"linux.devices[{i}]"))
+        m.append(_device(d, f"linux.devices[{i}]", "user" in new_ns))
     for p in _get(linux, "maskedPaths", list, "linux.maskedPaths", []):
         m.append(MountOp("mask", p))
     for p in _get(linux, "readonlyPaths", list, "linux.readonlyPaths", []):
@@ -301,17 +306,25 @@ def _cgroup_view(dest: str, where: str) -> list[MountOp]:
     return out
 
 
-def _device(d: dict, where: str) -> MountOp:
-    """A ``linux.devices`` entry as a bind of the host's node with the same
-    type, major and minor at the same path (nodes are never made: inside a
-    user namespace mknod is refused, and a bind cannot name a device the
-    host lacks)."""
+def _device(d: dict, where: str, userns: bool) -> MountOp:
+    """A ``linux.devices`` entry: made with mknod (no user namespace; the
+    devices cgroup allows exactly the listed nodes), or, inside a user
+    namespace where mknod is refused, a bind of the host's node with the
+    same type, major and minor at the same path."""
     try:
         path, typ = d["path"], d["type"]
-        major, minor = int(d.get("major", -1)), int(d.get("minor", -1))
+        major, minor = int(d.get("major", 0)), int(d.get("minor", 0))
+        mode = int(d.get("fileMode", 0o666)) & 0o7777
+        uid, gid = int(d.get("uid", 0)), int(d.get("gid", 0))
     except (KeyError, TypeError, ValueError):
         raise BundleError(f"config.json: {where} needs path, type, major and minor",
                           field=where) from None
+    if typ not in ("c", "u", "b", "p") or not isinstance(path, str) or \
+            not path.startswith("/dev/"):
+        raise BundleError(f"config.json: {where}: type must be c, u, b or p and path under "
+                          "/dev", field=where)
+    if not userns:
+        return MountOp("mknod", path, None, f"{typ} {major} {minor} {mode:o} {uid} {gid}", where)
     try:
         st = os.stat(path)
     except OSError:
@@ -320,9 +333,16 @@ def _device(d: dict, where: str) -> MountOp:
     if st is None or want is None or not want(st.st_mode) or \
             os.major(st.st_rdev) != major or os.minor(st.st_rdev) != minor:
         raise _refuse(f"{where} ({path} {typ} {major}:{minor})",
-                      "has no node of that type and number at the same path on the host; "
-                      "sandbox-oci binds device nodes and never makes them")
+                      "cannot be made in a user namespace and the host has no such node "
+                      "at that path to bind")
     return MountOp("bind", path, path, "dev", where)
+
+
+#: devices every container may use (runtime spec "Default Devices"), as
+#: devices cgroup rules, plus mknod of any (opening needs an allow rule)
+DEFAULT_DEVICE_RULES = ("c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm",
+                        "c 1:8 rwm", "c 1:9 rwm", "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm",
+                        "c 136:* rwm")
 
 
 def build_capabilities(caps: dict) -> tuple[tuple[str, ...], ...]:
@@ -375,9 +395,8 @@ def build_cgroup(cid: str, linux: dict) -> CgroupPlan | None:
                        str(int(mem["reservation"]))))
     if mem.get("swap") is not None and mem["swap"] > 0:
         writes.append((ctl("memory") + "/memory.memsw.limit_in_bytes", str(int(mem["swap"]))))
-    for k in ("kernel", "kernelTCP"):
-        if mem.get(k) is not None:
-            raise _refuse(f"linux.resources.memory.{k}", "is obsolete and not supported")
+    # kernel and kernelTCP: deprecated by the spec (runtimes MAY ignore them);
+    # this kernel counts kernel memory in memory.limit_in_bytes anyway
     if mem.get("swappiness") is not None:
         writes.append((ctl("memory") + "/memory.swappiness", str(int(mem["swappiness"]))))
     if mem.get("disableOOMKiller"):
@@ -398,18 +417,28 @@ def build_cgroup(cid: str, linux: dict) -> CgroupPlan | None:
     if cpu.get("idle") is not None:
         raise _refuse("linux.resources.cpu.idle", "needs cgroup v2")
     devs = _get(res, "devices", list, "linux.resources.devices", [])
-    if devs:
+    if (CGROUP_ROOT / "devices" / "cgroup.procs").exists():
+        # always, as runc does: the config's rules (deny all first when it
+        # has none), then the default devices and the config's own nodes
         d = ctl("devices")
+        rules: list[tuple[bool, str]] = [] if devs else [(False, "a")]
         for i, rule in enumerate(devs):
             typ = rule.get("type") or "a"
-            major = rule.get("major")
-            minor = rule.get("minor")
-            spec = (f"{typ} {'*' if major is None or major < 0 else major}:"
-                    f"{'*' if minor is None or minor < 0 else minor} {rule.get('access') or 'rwm'}")
-            if typ == "a":
-                spec = "a"
-            writes.append((d + ("/devices.allow" if rule.get("allow") else "/devices.deny"),
-                           spec))
+            major, minor = rule.get("major"), rule.get("minor")
+            spec = "a" if typ == "a" and major is None and minor is None else (
+                f"{typ} {'*' if major is None or major < 0 else major}:"
+                f"{'*' if minor is None or minor < 0 else minor} {rule.get('access') or 'rwm'}")
+            rules.append((bool(rule.get("allow")), spec))
+        rules += [(True, r) for r in DEFAULT_DEVICE_RULES]
+        for dev in _get(linux, "devices", list, "linux.devices", []):
+            if isinstance(dev, dict) and dev.get("type") in ("c", "b", "u"):
+                t = "c" if dev["type"] == "u" else dev["type"]
+                rules.append((True, f"{t} {dev.get('major', 0)}:{dev.get('minor', 0)} rwm"))
+        for allow, spec in rules:
+            writes.append((d + ("/devices.allow" if allow else "/devices.deny"), spec))
+    elif devs:
+        raise BundleError("config.json: linux.resources.devices needs the cgroup v1 devices "
+                          "controller", field="linux.resources.devices")
     for key in ("hugepageLimits", "blockIO", "network", "rdma", "unified"):
         if res.get(key):
             raise _refuse(f"linux.resources.{key}")

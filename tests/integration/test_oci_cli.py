@@ -195,3 +195,90 @@ def test_global_options(tmp_path):
     assert r.returncode == 1
     rec = json.loads(log.read_text().splitlines()[-1])
     assert rec["level"] == "error" and "container nope does not exist" in rec["msg"]
+
+
+def _audit_kinds(sroot, cid):
+    from sandbox.audit.log import AuditLog
+    from sandbox.paths import Paths
+    log = AuditLog(Paths.resolve(sroot))
+    try:
+        return [(r.kind, r.data) for r in log.records()
+                if r.data.get("sandbox_id") == cid]
+    finally:
+        log.close()
+
+
+def test_weak_config_refused_by_policy_and_recorded(tmp_path, bundle, monkeypatch):
+    sroot = tmp_path / "sandbox-root"
+    monkeypatch.setenv("SANDBOX_ROOT", str(sroot))
+    b = bundle(["/bin/true"])
+    root = tmp_path / "state"
+    cid = f"test-oci-policy-{uuid.uuid4().hex[:8]}"
+    rc, err = create(root, b, cid, "--policy", "strict")
+    assert rc == 1
+    assert err.splitlines()[0].startswith("refused by policy strict: ")
+    assert len(err.strip().splitlines()) == 2 and "Traceback" not in err
+    assert not (root / cid).exists()
+    recs = _audit_kinds(sroot, cid)
+    assert [k for k, _ in recs] == ["refusal"]
+    assert recs[0][1]["stage"] == "policy" and recs[0][1]["policy"] == "strict"
+
+
+def test_policy_annotation_is_enforced(tmp_path, bundle, monkeypatch):
+    monkeypatch.setenv("SANDBOX_ROOT", str(tmp_path / "sandbox-root"))
+    b = bundle(["/bin/true"])
+    cfg = json.loads((b / "config.json").read_text())
+    cfg["annotations"] = {"run.sandbox.policy": "default"}
+    (b / "config.json").write_text(json.dumps(cfg))
+    rc, err = create(tmp_path / "state", b, f"test-oci-ann-{uuid.uuid4().hex[:8]}")
+    assert rc == 1 and err.startswith("refused by policy default: ")
+
+
+def test_create_start_exit_recorded_in_the_audit_chain(tmp_path, bundle, monkeypatch):
+    sroot = tmp_path / "sandbox-root"
+    monkeypatch.setenv("SANDBOX_ROOT", str(sroot))
+    b = bundle(["/bin/sh", "-c", "exit 3"])
+    root = tmp_path / "state"
+    cid = f"test-oci-audit-{uuid.uuid4().hex[:8]}"
+    rc, err = create(root, b, cid)
+    assert rc == 0, err
+    assert oci(root, "start", cid).returncode == 0
+    for _ in range(250):
+        if _state(root, cid)["status"] == "stopped" and \
+                "exit" in [k for k, _ in _audit_kinds(sroot, cid)]:
+            break
+        time.sleep(0.02)
+    recs = _audit_kinds(sroot, cid)
+    assert [k for k, _ in recs] == ["launch", "oci.start", "exit"]
+    launch = recs[0][1]
+    assert launch["runtime"] == "sandbox-oci" and launch["no_new_privs"] is True
+    assert launch["effective"]["NoNewPrivs"] == 1
+    assert recs[2][1]["status"] == 3
+    assert oci(root, "delete", cid).returncode == 0
+    v = subprocess.run([str(Path(sys.executable).parent / "sandbox"), "--root", str(sroot),
+                        "audit", "verify"], capture_output=True, text=True)
+    assert v.returncode == 0, v.stdout + v.stderr
+
+
+def test_exec_runs_confined_in_the_running_container(tmp_path, bundle):
+    b = bundle(["/bin/sleep", "60"])
+    root = tmp_path / "state"
+    cid = f"test-oci-exec-{uuid.uuid4().hex[:8]}"
+    rc, err = create(root, b, cid)
+    assert rc == 0, err
+    try:
+        assert oci(root, "start", cid).returncode == 0
+        r = oci(root, "exec", cid, "/bin/sh", "-c",
+                "hostname; grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; exit 7")
+        assert r.returncode == 7, r.stderr
+        lines = r.stdout.split()
+        assert lines[0] == "oci"
+        st = dict(zip(lines[1::2], lines[2::2]))
+        assert st["NoNewPrivs:"] == "1"
+        from sandbox.capabilities import from_mask
+        assert from_mask(int(st["CapEff:"], 16)) <= {"CAP_CHOWN", "CAP_KILL", "CAP_AUDIT_WRITE",
+                                                     "CAP_NET_BIND_SERVICE"}
+        d = oci(root, "exec", "--detach", cid, "/bin/true")
+        assert d.returncode == 2 and "--detach is not supported yet" in d.stderr
+    finally:
+        oci(root, "delete", "--force", cid)

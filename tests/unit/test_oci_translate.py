@@ -179,3 +179,64 @@ def test_default_plans_unchanged_by_the_oci_fields():
     for key in ("sysctls", "join_namespaces", "additional_gids", "umask", "oom_score_adj",
                 "root_propagation", "controlling_tty", "capability_sets"):
         assert key not in d
+
+
+# ------------------------------------------------------- the hardening floor
+
+def _strict_config():
+    from sandbox.profile.load import load
+    prof = load("default")
+    cfg = _config()
+    caps = sorted(prof.capabilities)
+    cfg["process"]["capabilities"] = {k: caps for k in ("bounding", "effective", "permitted")}
+    cfg["linux"]["namespaces"] = [{"type": t} for t in ("pid", "network", "ipc", "uts",
+                                                         "mount", "user", "cgroup")]
+    cfg["linux"]["maskedPaths"] = list(prof.filesystem.masked_paths)
+    cfg["linux"]["readonlyPaths"] = list(prof.filesystem.read_only_paths)
+    cfg["linux"]["resources"] = {"memory": {"limit": prof.limits.memory},
+                                 "pids": {"limit": prof.limits.pids}}
+    cfg["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ERRNO",
+                               "syscalls": [{"names": ["read", "write", "exit_group"],
+                                             "action": "SCMP_ACT_ALLOW"}]}
+    return prof, cfg
+
+
+def test_floor_accepts_a_config_as_strong_as_the_profile(tmp_path):
+    from sandbox.oci.policy import check_floor
+    prof, cfg = _strict_config()
+    check_floor(prof, _plan(tmp_path, cfg), cfg)
+
+
+@pytest.mark.parametrize("weaken, field", [
+    (lambda c: c["process"]["capabilities"]["bounding"].append("CAP_SYS_ADMIN"),
+     "process.capabilities.bounding has CAP_SYS_ADMIN"),
+    (lambda c: c["process"]["capabilities"].update(ambient=["CAP_CHOWN"],
+                                                   inheritable=["CAP_NET_RAW", "CAP_SYS_PTRACE"]),
+     "process.capabilities.inheritable has CAP_SYS_PTRACE"),
+    (lambda c: c["process"].update(noNewPrivileges=False), "process.noNewPrivileges"),
+    (lambda c: c["linux"].pop("seccomp"), "linux.seccomp is missing"),
+    (lambda c: c["linux"]["seccomp"].update(defaultAction="SCMP_ACT_ALLOW"),
+     "linux.seccomp.defaultAction SCMP_ACT_ALLOW"),
+    (lambda c: c["linux"]["namespaces"].remove({"type": "user"}),
+     "linux.namespaces lacks a new user namespace"),
+    (lambda c: c["linux"]["maskedPaths"].remove("/proc/kcore"),
+     "linux.maskedPaths lacks /proc/kcore"),
+    (lambda c: c["root"].update(readonly=False), "root.readonly must be true"),
+    (lambda c: c["linux"]["resources"].pop("pids"), "linux.resources.pids.limit"),
+])
+def test_config_weaker_than_the_floor_refused_naming_the_field(tmp_path, weaken, field):
+    from sandbox.oci.policy import PolicyRefusal, check_floor
+    prof, cfg = _strict_config()
+    weaken(cfg)
+    with pytest.raises(PolicyRefusal) as e:
+        check_floor(prof, _plan(tmp_path, cfg), cfg)
+    assert str(e.value).startswith(f"refused by policy default: {field}")
+    assert len(e.value.lines()) == 2
+
+
+def test_annotation_adds_a_floor_never_replaces_the_operators(tmp_path):
+    from sandbox.oci.policy import floors
+    (tmp_path / "oci.toml").write_text('policy = "strict"\n')
+    cfg = {"annotations": {"run.sandbox.policy": "unconfined"}}
+    assert floors("default", cfg, tmp_path) == ["default", "strict", "unconfined"]
+    assert floors(None, {}, tmp_path / "none") == []
