@@ -20,6 +20,9 @@ What "weaker" means, field by field (the profile's value -> the config):
   paths        every masked and read-only path of the profile
   limits       memory and pids at most the profile's
   devices      no linux.devices beyond the default devices
+  hooks        none that run on the host (prestart, createRuntime,
+               poststart, poststop: they run as the runtime's user, outside
+               every protection of the container)
 """
 
 from __future__ import annotations
@@ -110,3 +113,6 @@ def check_floor(profile, plan, cfg: dict) -> None:
             refuse("linux.resources.pids.limit", f"must be at most {lim.pids}")
     if linux.get("devices"):
         refuse("linux.devices", "adds device nodes")
+    for h in ("prestart", "createRuntime", "poststart", "poststop"):
+        if (cfg.get("hooks") or {}).get(h):
+            refuse(f"hooks.{h}", "runs a program on the host, outside the container")

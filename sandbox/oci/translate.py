@@ -216,7 +216,8 @@ def _resolve_inside(rootfs: str, dest: str, where: str) -> str:
     return "/" + "/".join(done)
 
 
-def build_mounts(cfg: dict, rootfs: str, new_ns: tuple[str, ...]) -> tuple[MountOp, ...]:
+def build_mounts(cfg: dict, rootfs: str, new_ns: tuple[str, ...],
+                 joined: tuple[str, ...] = ()) -> tuple[MountOp, ...]:
     linux = cfg.get("linux") or {}
     m: list[MountOp] = [MountOp("root-bind", "/", rootfs, "rec",
                                 "the bundle's root file system, bound as it is")]
@@ -262,8 +263,9 @@ def build_mounts(cfg: dict, rootfs: str, new_ns: tuple[str, ...]) -> tuple[Mount
             m.append(MountOp("devpts", dest, options=",".join(
                 o for o in opts.split(",") if o and o not in _FLAG_OPTS)))
         elif typ == "mqueue":
-            if "ipc" not in new_ns:
-                raise _refuse(f"{where} (mqueue)", "needs a new ipc namespace")
+            if "ipc" not in new_ns and "ipc" not in joined:
+                raise _refuse(f"{where} (mqueue)", "needs an ipc namespace of the container's "
+                              "own (the host's message queues would show)")
             m.append(MountOp("mqueue", dest, options=opts))
         elif typ == "cgroup" or typ == "cgroup2":
             m.extend(_cgroup_view(dest, where))
@@ -324,6 +326,11 @@ def _device(d: dict, where: str, userns: bool) -> MountOp:
         raise BundleError(f"config.json: {where}: type must be c, u, b or p and path under "
                           "/dev", field=where)
     if not userns:
+        if typ != "p" and not (CGROUP_ROOT / "devices" / "cgroup.procs").exists():
+            # a node made on a /dev without nodev is held back only by the
+            # devices cgroup: without it, refuse rather than expose it
+            raise _refuse(f"{where} ({path})", "needs the cgroup v1 devices controller to "
+                          "limit the node to itself")
         return MountOp("mknod", path, None, f"{typ} {major} {minor} {mode:o} {uid} {gid}", where)
     try:
         st = os.stat(path)
@@ -528,7 +535,8 @@ def build_plan(bundle: Bundle, cid: str, base: str, *, seccomp_dir: str | None =
     join.sort(key=lambda j: order.index(j[0]))
     shared = tuple(n for n in order if n not in new_ns and n not in (j[0] for j in join))
     hostname = _get(cfg, "hostname", str, "hostname", "")
-    if hostname and "uts" not in new_ns:
+    uts_joined = any(j[0] == "uts" for j in join)
+    if hostname and "uts" not in new_ns and not uts_joined:
         raise BundleError("config.json: hostname needs a new uts namespace", field="hostname")
     if _get(cfg, "domainname", str, "domainname", ""):
         raise _refuse("domainname")
@@ -567,10 +575,11 @@ def build_plan(bundle: Bundle, cid: str, base: str, *, seccomp_dir: str | None =
     oom = proc.get("oomScoreAdj")
     return LaunchPlan(
         sandbox_id=cid, name=cid, profile="oci", profile_digest=bundle.digest,
-        argv=tuple(args), env=tuple(env), workdir=cwd, hostname=hostname or cid,
+        argv=tuple(args), env=tuple(env), workdir=cwd,
+        hostname=hostname if uts_joined else hostname or cid,
         uid=uid, gid=gid, namespaces=tuple(new_ns), shared_namespaces=shared,
         idmap=idmap, base=base, root_kind="bundle",
-        mounts=build_mounts(cfg, rootfs, tuple(new_ns)),
+        mounts=build_mounts(cfg, rootfs, tuple(new_ns), tuple(j[0] for j in join)),
         capabilities=caps, no_new_privs=bool(proc.get("noNewPrivileges")),
         rlimits=tuple(rlimits), cgroup=build_cgroup(cid, linux), seccomp=seccomp,
         network="none" if "net" in new_ns else "host",

@@ -207,7 +207,8 @@ def pid1(plan: LaunchPlan, err_w: int, sources: dict[str, int],
         if plan.root_propagation:
             step = f"root propagation {plan.root_propagation}"
             apply_root_propagation(plan.root_propagation)
-        if "uts" in plan.namespaces:                 # 11
+        if "uts" in plan.namespaces or (plan.hostname and any(
+                ns == "uts" for ns, _ in plan.join_namespaces)):   # 11
             step = "sethostname"
             k.sethostname(plan.hostname)
         for name, soft, hard in plan.rlimits:
@@ -458,7 +459,9 @@ def apply_capability_sets(sets: tuple, uid: int, gid: int, may_setgroups: bool,
                     [prctl.CAP_EFFECTIVE], False),
                    (sorted(inh), [prctl.CAP_INHERITABLE], True),
                    ([n for n in every if n not in inh], [prctl.CAP_INHERITABLE], False))
-    for n in sorted(amb):
+    # the kernel raises an ambient capability only when it is permitted and
+    # inheritable; others are left out (as runc does): fewer, never more
+    for n in sorted(amb & inh & prm):
         k.prctl(k.PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, n)
 
 
@@ -675,6 +678,24 @@ def _apply_op(root_fd: int, op: MountOp, sources: dict[str, int]) -> None:
         finally:
             if fd is not None:
                 os.close(fd)
+    elif op.op == "mknod":
+        # OCI linux.devices outside a user namespace: "TYPE MAJOR MINOR MODE UID GID"
+        typ, major, minor, mode, uid, gid = op.options.split()
+        kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK,
+                "p": stat.S_IFIFO}[typ]
+        parent = _open_inside(root_fd, os.path.dirname(t), create="dir")
+        try:
+            name = os.path.basename(t)
+            try:
+                os.unlink(name, dir_fd=parent)
+            except FileNotFoundError:
+                pass
+            os.mknod(name, kind | int(mode, 8), os.makedev(int(major), int(minor)),
+                     dir_fd=parent)
+            os.chown(name, int(uid), int(gid), dir_fd=parent, follow_symlinks=False)
+            os.chmod(_fdpath(parent) + "/" + name, int(mode, 8))
+        finally:
+            os.close(parent)
     elif op.op == "mqueue":
         fd = _open_inside(root_fd, t, create="dir")
         try:

@@ -282,3 +282,28 @@ def test_exec_runs_confined_in_the_running_container(tmp_path, bundle):
         assert d.returncode == 2 and "--detach is not supported yet" in d.stderr
     finally:
         oci(root, "delete", "--force", cid)
+
+
+def test_runc_spec_default_config_runs(tmp_path, rootfs):
+    """`runc spec`'s config lists ambient capabilities without inheritable
+    ones: the kernel cannot raise those, and they are left out, not fatal."""
+    import shutil
+    if shutil.which("runc") is None:
+        pytest.skip("runc is not installed")
+    b = tmp_path / "bundle"
+    b.mkdir()
+    os.symlink(rootfs, b / "rootfs")
+    subprocess.run(["runc", "spec"], cwd=b, check=True)
+    cfg = json.loads((b / "config.json").read_text())
+    cfg["process"].update(terminal=False, args=["/bin/sh", "-c",
+                                                "grep -E '^Cap(Amb|Eff):' /proc/self/status"])
+    (b / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    r = subprocess.run([OCI, "--root", str(tmp_path / "state"), "run", "--bundle", str(b),
+                        f"test-oci-spec-{uuid.uuid4().hex[:8]}"], stdout=open(out, "w"),
+                       stderr=subprocess.PIPE, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    st = dict(line.split(":\t") for line in out.read_text().splitlines())
+    from sandbox.capabilities import from_mask
+    assert from_mask(int(st["CapEff"], 16)) == set(cfg["process"]["capabilities"]["effective"])
+    assert int(st["CapAmb"], 16) == 0

@@ -223,6 +223,8 @@ def test_floor_accepts_a_config_as_strong_as_the_profile(tmp_path):
      "linux.maskedPaths lacks /proc/kcore"),
     (lambda c: c["root"].update(readonly=False), "root.readonly must be true"),
     (lambda c: c["linux"]["resources"].pop("pids"), "linux.resources.pids.limit"),
+    (lambda c: c.update(hooks={"prestart": [{"path": "/bin/sh"}]}),
+     "hooks.prestart runs a program on the host"),
 ])
 def test_config_weaker_than_the_floor_refused_naming_the_field(tmp_path, weaken, field):
     from sandbox.oci.policy import PolicyRefusal, check_floor
