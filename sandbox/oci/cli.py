@@ -181,9 +181,6 @@ def _create(root: str, a, log) -> int:
     from .translate import BundleError, build_plan, load_bundle
     if a.preserve_fds:
         raise UsageError("--preserve-fds is not supported yet")
-    if a.console_socket:
-        raise UsageError("--console-socket is not supported yet",
-                         hint="run the container without a terminal (no -t)")
     bundle = load_bundle(a.bundle)
     os.makedirs(root, mode=0o700, exist_ok=True)
     d = os.path.join(root, a.id)
@@ -208,7 +205,17 @@ def _create(root: str, a, log) -> int:
         if not isinstance(hooks, dict):
             raise BundleError("config.json: hooks must be an object", field="hooks")
         C.ensure_cgroup_parents(plan.cgroup)
-        pid = _spawn_supervisor(root, a.id, plan, hooks, log)
+        tty = None
+        if plan.controlling_tty:
+            tty = _send_console(a.console_socket)
+        elif a.console_socket:
+            raise BundleError("config.json: --console-socket was given but process.terminal "
+                              "is not true", field="process.terminal")
+        try:
+            pid = _spawn_supervisor(root, a.id, plan, hooks, log, tty)
+        finally:
+            if tty is not None:
+                os.close(tty)
     except BaseException:
         shutil.rmtree(d, ignore_errors=True)
         raise
@@ -242,7 +249,30 @@ def _enforce_floor(flag, plan, cfg) -> list[str]:
     return names
 
 
-def _spawn_supervisor(root, cid, plan, hooks, log) -> int:
+def _send_console(path: str) -> int:
+    """A new pseudo-terminal: its master goes to the console socket (as
+    runc sends it, SCM_RIGHTS with the slave's name), its slave is returned
+    to become the container process's stdio and controlling terminal."""
+    import socket
+    master, slave = os.openpty()
+    try:
+        name = os.ttyname(slave)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            try:
+                s.connect(path)
+            except OSError as e:
+                raise UsageError(f"--console-socket {path}: {e.strerror}",
+                                 hint="give the path of a listening unix socket") from None
+            socket.send_fds(s, [name.encode()], [master])
+    except BaseException:
+        os.close(slave)
+        raise
+    finally:
+        os.close(master)
+    return slave
+
+
+def _spawn_supervisor(root, cid, plan, hooks, log, tty: int | None = None) -> int:
     """Fork the detached supervisor; wait for ``ok PID`` or its error."""
     r, w = os.pipe2(os.O_CLOEXEC)
     sys.stdout.flush()
@@ -254,6 +284,12 @@ def _spawn_supervisor(root, cid, plan, hooks, log) -> int:
             os.setsid()
             if os.fork() != 0:
                 os._exit(0)
+            if tty is not None:
+                # the payload's stdio; the supervisor drops its copies once
+                # the sandbox's first child has forked (on_forked)
+                for fd in (0, 1, 2):
+                    os.dup2(tty, fd)
+                os.close(tty)
             C.supervise(root, cid, plan, hooks, w, log)
         finally:
             os._exit(1)

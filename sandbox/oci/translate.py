@@ -383,6 +383,14 @@ def build_cgroup(cid: str, linux: dict) -> CgroupPlan | None:
     if ".." in rel.split("/"):
         raise BundleError("config.json: linux.cgroupsPath must not contain '..'",
                           field="linux.cgroupsPath")
+    if os.geteuid() != 0:
+        # rootless: cgroup v1 cannot be delegated; a limit asked for is refused
+        for key, val in res.items():
+            if val and key != "devices":
+                raise BundleError(f"config.json: linux.resources.{key} needs root here "
+                                  "(cgroup v1 cannot be delegated to a user)",
+                                  field=f"linux.resources.{key}")
+        return None
     if (CGROUP_ROOT / "cgroup.controllers").exists():
         raise BundleError("config.json: linux.resources on a pure cgroup v2 host is not "
                           "supported yet", field="linux.resources")

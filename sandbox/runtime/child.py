@@ -418,8 +418,8 @@ def apply_root_propagation(kind: str) -> None:
 
 def apply_controlling_tty() -> None:
     """Make fd 0 (a terminal) the controlling tty of this new session."""
-    import termios
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    TIOCSCTTY = 0x540E      # asm-generic/ioctls.h; termios is not importable after pivot_root
+    fcntl.ioctl(0, TIOCSCTTY, 0)
 
 
 PR_SET_KEEPCAPS = 8

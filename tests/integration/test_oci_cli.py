@@ -307,3 +307,75 @@ def test_runc_spec_default_config_runs(tmp_path, rootfs):
     from sandbox.capabilities import from_mask
     assert from_mask(int(st["CapEff"], 16)) == set(cfg["process"]["capabilities"]["effective"])
     assert int(st["CapAmb"], 16) == 0
+
+
+def test_rootless_run_as_nobody(rootfs):
+    """An unprivileged user runs a container in a user namespace mapping
+    only its own id; no cgroup is needed."""
+    import shutil
+    w = helpers.world_dir("oci-rootless-")
+    try:
+        os.chmod(w, 0o777)
+        shutil.copytree(rootfs, w / "rootfs", symlinks=True)
+        subprocess.run(["chown", "-R", "-h", "65534:65534", str(w / "rootfs")], check=True)
+        cfg = config(["/bin/sh", "-c", "cat /proc/self/uid_map"])
+        cfg["linux"]["namespaces"].append({"type": "user"})
+        cfg["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 65534, "size": 1}]
+        cfg["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 65534, "size": 1}]
+        (w / "config.json").write_text(json.dumps(cfg))
+        os.chmod(w / "config.json", 0o644)
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            "env", f"HOME={w}", OCI, "--root", str(w / "state"), "run",
+                            "--bundle", str(w), "rootless1"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=60, cwd=w)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == ["0", "65534", "1"]
+        assert not (w / "state" / "rootless1").exists()
+    finally:
+        shutil.rmtree(w, ignore_errors=True)
+
+
+def test_terminal_through_console_socket(tmp_path, bundle):
+    """process.terminal with --console-socket: the master of a new pty comes
+    over the socket; the process has it as its controlling terminal."""
+    import socket
+    b = bundle(["/bin/sh", "-c", "tty; test -t 0 && echo interactive"])
+    cfg = json.loads((b / "config.json").read_text())
+    cfg["process"]["terminal"] = True
+    cfg["mounts"].append({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+                          "options": ["newinstance", "ptmxmode=0666", "mode=0620"]})
+    (b / "config.json").write_text(json.dumps(cfg))
+    sock_path = str(tmp_path / "console.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(sock_path)
+    srv.listen(1)
+    root = tmp_path / "state"
+    cid = f"test-oci-tty-{uuid.uuid4().hex[:8]}"
+    try:
+        rc, err = create(root, b, cid, "--console-socket", sock_path)
+        assert rc == 0, err
+        conn, _ = srv.accept()
+        msg, fds, _f, _a = socket.recv_fds(conn, 1024, 1)
+        conn.close()
+        assert msg.startswith(b"/dev/pts/") and len(fds) == 1
+        assert oci(root, "start", cid).returncode == 0
+        out = b""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and b"interactive" not in out:
+            try:
+                chunk = os.read(fds[0], 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.close(fds[0])
+        assert b"interactive" in out, out
+        bad = oci(root, "create", "-b", str(b), "--console-socket", str(tmp_path / "nope"),
+                  cid + "x")
+        assert bad.returncode == 2 and "--console-socket" in bad.stderr
+        assert not (root / (cid + "x")).exists()
+    finally:
+        srv.close()
+        oci(root, "delete", "--force", cid)
