@@ -15,7 +15,11 @@ What "weaker" means, field by field (the profile's value -> the config):
                ambient must be within the profile's set
   no_new_privs required when the profile sets it
   seccomp      a filter is required unless the profile is unconfined,
-               and its defaultAction must not be SCMP_ACT_ALLOW/LOG
+               its defaultAction must not be SCMP_ACT_ALLOW/LOG, and it may
+               not allow a syscall of `DANGEROUS` that the profile's own
+               filter does not allow
+  user ns      the uid and gid maps may not map the host's root (id 0)
+  binds        no bind of the host's /, /proc, /sys or /dev (or below)
   read-only    root.readonly when the profile's root is read-only
   paths        every masked and read-only path of the profile
   limits       memory and pids at most the profile's
@@ -32,6 +36,18 @@ import os
 from .translate import BundleError
 
 ANNOTATION = "run.sandbox.policy"
+
+#: syscalls that reach the kernel's most exposed or host-wide interfaces
+DANGEROUS = frozenset((
+    "mount", "umount2", "unshare", "setns", "pivot_root", "chroot", "move_mount",
+    "open_tree", "fsopen", "fsmount", "fsconfig", "fspick", "ptrace", "process_vm_readv",
+    "process_vm_writev", "kcmp", "bpf", "perf_event_open", "userfaultfd", "kexec_load",
+    "kexec_file_load", "init_module", "finit_module", "delete_module", "open_by_handle_at",
+    "name_to_handle_at", "keyctl", "add_key", "request_key", "swapon", "swapoff", "reboot",
+    "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "iopl", "ioperm",
+    "quotactl", "acct", "lookup_dcookie", "personality", "syslog", "vhangup", "nfsservctl",
+))
+_HOST_TREES = ("/proc", "/sys", "/dev")
 
 
 class PolicyRefusal(BundleError):
@@ -91,6 +107,23 @@ def check_floor(profile, plan, cfg: dict) -> None:
         if sc.get("defaultAction") in ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG"):
             refuse("linux.seccomp.defaultAction", f"{sc['defaultAction']} allows every "
                                                   "syscall not listed")
+        extra = sorted((_allowed(sc) & DANGEROUS) - _profile_allowed(profile))
+        if extra:
+            refuse("linux.seccomp.syscalls", f"allows {', '.join(extra[:4])}, which the "
+                                             "profile's filter does not")
+    if plan.idmap is not None:
+        for key, text in (("uidMappings", plan.idmap.uid_map), ("gidMappings",
+                                                                plan.idmap.gid_map)):
+            for line in text.splitlines():
+                _inside, host, size = (int(x) for x in line.split())
+                if host <= 0 < host + size:
+                    refuse(f"linux.{key}", "maps the host's root (id 0) into the container")
+    for i, m in enumerate(cfg.get("mounts") or ()):
+        opts = m.get("options") or ()
+        if m.get("type") == "bind" or "bind" in opts or "rbind" in opts:
+            src = os.path.normpath(str(m.get("source") or ""))
+            if src == "/" or any(src == t or src.startswith(t + "/") for t in _HOST_TREES):
+                refuse(f"mounts[{i}].source", f"binds the host's {src}")
     fs = profile.filesystem
     if fs.read_only_root and not (cfg.get("root") or {}).get("readonly"):
         refuse("root.readonly", "must be true")
@@ -116,3 +149,32 @@ def check_floor(profile, plan, cfg: dict) -> None:
     for h in ("prestart", "createRuntime", "poststart", "poststop"):
         if (cfg.get("hooks") or {}).get(h):
             refuse(f"hooks.{h}", "runs a program on the host, outside the container")
+
+
+def _allowed(sc: dict, caps: frozenset[str] | None = None) -> set[str]:
+    """Syscalls a seccomp JSON allows without argument conditions; with
+    ``caps``, a rule included for capabilities counts only when the
+    payload holds every one of them (Docker's ``includes.caps``)."""
+    out: set[str] = set()
+    for r in sc.get("syscalls") or ():
+        if r.get("action") not in ("SCMP_ACT_ALLOW", "SCMP_ACT_LOG") or r.get("args"):
+            continue
+        need = (r.get("includes") or {}).get("caps") or ()
+        if caps is not None and not set(need) <= caps:
+            continue
+        out.update(r.get("names") or ([r["name"]] if r.get("name") else []))
+    return out
+
+
+def _profile_allowed(profile) -> set[str]:
+    """What the profile's own filter allows its payload, whose capabilities
+    are the profile's."""
+    import json
+    path = profile.seccomp.profile
+    if not path:
+        return set()
+    try:
+        with open(path) as f:
+            return _allowed(json.load(f), frozenset(profile.capabilities))
+    except (OSError, ValueError):
+        return set()

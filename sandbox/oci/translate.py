@@ -124,8 +124,15 @@ def build_idmap(linux: dict, has_userns: bool) -> IdMap | None:
                               "(linux.namespaces has no \"user\")", field="linux.uidMappings")
         return None
     if not uid_m or not gid_m:
-        # a new user namespace without maps: the caller's ids as root, as
-        # an unprivileged `unshare -r` would do it
+        if os.geteuid() == 0:
+            # root's own id as the container's root would be no user
+            # namespace at all (as runc, refuse)
+            raise BundleError("config.json: a user namespace needs linux.uidMappings and "
+                              "linux.gidMappings", field="linux.uidMappings",
+                              hint="map the container's ids to a subordinate range, e.g. "
+                                   "containerID 0, hostID 100000, size 65536")
+        # an unprivileged caller: its own ids as the container's root, as
+        # `unshare -r` does it
         return IdMap(f"0 {os.geteuid()} 1\n", f"0 {os.getegid()} 1\n",
                      os.geteuid() != 0, os.geteuid(), os.getegid())
 

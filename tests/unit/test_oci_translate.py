@@ -191,6 +191,8 @@ def _strict_config():
     cfg["process"]["capabilities"] = {k: caps for k in ("bounding", "effective", "permitted")}
     cfg["linux"]["namespaces"] = [{"type": t} for t in ("pid", "network", "ipc", "uts",
                                                          "mount", "user", "cgroup")]
+    cfg["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    cfg["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
     cfg["linux"]["maskedPaths"] = list(prof.filesystem.masked_paths)
     cfg["linux"]["readonlyPaths"] = list(prof.filesystem.read_only_paths)
     cfg["linux"]["resources"] = {"memory": {"limit": prof.limits.memory},
@@ -217,7 +219,8 @@ def test_floor_accepts_a_config_as_strong_as_the_profile(tmp_path):
     (lambda c: c["linux"].pop("seccomp"), "linux.seccomp is missing"),
     (lambda c: c["linux"]["seccomp"].update(defaultAction="SCMP_ACT_ALLOW"),
      "linux.seccomp.defaultAction SCMP_ACT_ALLOW"),
-    (lambda c: c["linux"]["namespaces"].remove({"type": "user"}),
+    (lambda c: (c["linux"]["namespaces"].remove({"type": "user"}),
+                c["linux"].pop("uidMappings"), c["linux"].pop("gidMappings")),
      "linux.namespaces lacks a new user namespace"),
     (lambda c: c["linux"]["maskedPaths"].remove("/proc/kcore"),
      "linux.maskedPaths lacks /proc/kcore"),
@@ -242,3 +245,27 @@ def test_annotation_adds_a_floor_never_replaces_the_operators(tmp_path):
     cfg = {"annotations": {"run.sandbox.policy": "unconfined"}}
     assert floors("default", cfg, tmp_path) == ["default", "strict", "unconfined"]
     assert floors(None, {}, tmp_path / "none") == []
+
+
+@pytest.mark.parametrize("weaken, field", [
+    (lambda c: c["linux"]["seccomp"]["syscalls"].append(
+        {"names": ["mount", "bpf"], "action": "SCMP_ACT_ALLOW"}),
+     "linux.seccomp.syscalls allows bpf, mount, which the profile's filter does not"),
+    (lambda c: c["linux"].update(uidMappings=[{"containerID": 0, "hostID": 0, "size": 65536}],
+                                 gidMappings=[{"containerID": 0, "hostID": 100000,
+                                               "size": 65536}]),
+     "linux.uidMappings maps the host's root"),
+    (lambda c: c["mounts"].append({"destination": "/host", "type": "bind", "source": "/",
+                                   "options": ["rbind", "ro"]}),
+     "mounts[3].source binds the host's /"),
+    (lambda c: c["mounts"].append({"destination": "/hp", "type": "none", "source": "/proc/1",
+                                   "options": ["bind"]}),
+     "mounts[3].source binds the host's /proc/1"),
+])
+def test_floor_bypass_attempts_refused(tmp_path, weaken, field):
+    from sandbox.oci.policy import PolicyRefusal, check_floor
+    prof, cfg = _strict_config()
+    weaken(cfg)
+    with pytest.raises(PolicyRefusal) as e:
+        check_floor(prof, _plan(tmp_path, cfg), cfg)
+    assert str(e.value).startswith(f"refused by policy default: {field}")
