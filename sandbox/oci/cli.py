@@ -358,7 +358,7 @@ def cmd_kill(root: str, a, log) -> int:
     rec = C.load(root, a.id)
     sig = C.signal_number(a.signal)
     s = C.status(rec)
-    if s not in ("created", "running"):
+    if s not in ("created", "running", "paused"):
         raise C.ContainerError(f"cannot kill container {a.id}: it is {s}")
     pids = C.container_pids(rec) if a.all else [rec["pid"]]
     for pid in pids:
@@ -386,6 +386,9 @@ def cmd_delete(root: str, a, log) -> int:
                 os.kill(pid, 9)
             except (ProcessLookupError, TypeError):
                 pass
+        if s == "paused":           # a frozen task acts on SIGKILL only once thawed
+            with open(_freezer(rec, a.id) + "/freezer.state", "w") as f:
+                f.write("THAWED")
     _remove(root, a.id, rec, log)
     return 0
 

@@ -379,3 +379,28 @@ def test_terminal_through_console_socket(tmp_path, bundle):
     finally:
         srv.close()
         oci(root, "delete", "--force", cid)
+
+
+@pytest.mark.skipif(not os.path.exists("/sys/fs/cgroup/freezer/cgroup.procs"),
+                    reason="no cgroup v1 freezer")
+def test_pause_and_resume(tmp_path, bundle):
+    b = bundle(["/bin/sleep", "60"])
+    root = tmp_path / "state"
+    cid = f"test-oci-pause-{uuid.uuid4().hex[:8]}"
+    assert create(root, b, cid)[0] == 0
+    try:
+        assert oci(root, "start", cid).returncode == 0
+        assert oci(root, "pause", cid).returncode == 0
+        assert _state(root, cid)["status"] == "paused"
+        pid = _state(root, cid)["pid"]
+        assert Path(f"/proc/{pid}/status").read_text().split("State:\t")[1][0] in "DS"
+        again = oci(root, "resume", cid)
+        assert again.returncode == 0 and _state(root, cid)["status"] == "running"
+        bad = oci(root, "resume", cid)
+        assert bad.returncode == 1 and "not paused" in bad.stderr
+        assert oci(root, "pause", cid).returncode == 0
+        d = oci(root, "delete", "--force", cid)      # frozen: thawed to die
+        assert d.returncode == 0, d.stderr
+        assert not (root / cid).exists()
+    finally:
+        oci(root, "delete", "--force", cid)
