@@ -31,6 +31,10 @@ KNOWN_GAPS = {
     # joining a mount namespace by path (refused, as above); its ipc, net,
     # pid, user and uts cases pass
     "linux_ns_path.t",
+    # `true` ends before the program's `kill`: a stopped container refuses
+    # kill, as the spec says it MUST; runc passes when its exited process
+    # is still an unreaped zombie at that moment (a race it wins or loses)
+    "pidfile.t",
 }
 #: the passing-assertion floor measured for sandbox-oci (3401 in December
 #: 2026, runc 3705 of which 309 in a program it then fails); below it is
