@@ -63,9 +63,24 @@ def bundle(tmp_path, rootfs):
     return make
 
 
+_CREATED: list[tuple[str, str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _delete_leftovers():
+    """A test that fails between create and delete leaves no container
+    behind (a created one would wait for `start` forever)."""
+    yield
+    while _CREATED:
+        root, cid = _CREATED.pop()
+        if os.path.isdir(os.path.join(root, cid)):
+            oci(root, "delete", "--force", cid)
+
+
 def create(root, b, cid, *extra, out=None):
     """``create``, its stdio on files: the container's process keeps the
     caller's stdout and stderr (as runc's does), so a pipe never ends."""
+    _CREATED.append((str(root), cid))
     out = out or open(os.devnull, "w")
     err = open(Path(root).parent / f"{cid}.err", "w+")
     r = subprocess.run([OCI, "--root", str(root), "create", "--bundle", str(b), *extra, cid],
