@@ -401,7 +401,7 @@ def test_image_user_name_resolved_from_its_own_top_layer(sroot, tmp_path, base_t
     name = "example.net/named-user:1"
     src, _ = build_image("oci", tmp_path, base_tar, rootfs, name, layers=(top,),
                          cmd=("/bin/sh", "-c", "id -u; id -g"), user="app")
-    ok(sb(sroot, "image", "import", str(src)))
+    ok(sb(sroot, "image", "import", "--insecure-options=image", str(src)))
     r = ok(sb(sroot, "run", "--insecure-options=image", name))
     assert r.stdout.split() == ["4242", "4343"]
     r = ok(sb(sroot, "run", "--insecure-options=image", "-u", "app:staff", name,
