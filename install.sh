@@ -98,6 +98,8 @@ PACKAGES=(
     bubblewrap crun runc skopeo umoci
     # a local registry for the image pull tests (started by the tests on 127.0.0.1)
     docker-registry
+    # builds the OCI runtime validation suite (tests/conformance)
+    golang-go make
     # networking
     nftables iproute2 iptables
     # fresh clones in tests and CI

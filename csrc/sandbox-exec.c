@@ -35,6 +35,14 @@
  *   10 setns(u n, n x (u fd, u nstype))   11 chroot(u fd)   12 fork
  *   (the parent forwards INT/TERM/HUP/QUIT, waits and exits with the
  *   child's status, 128+N after signal N; the child goes on)
+ * and, for the OCI runtime (sandbox.oci), ranked among them (see op_rank):
+ *   13 controlling_tty (TIOCSCTTY on fd 0, after setsid)   14 umask(u)
+ *      (before chdir)   15 seccomp_early(b bpf) (after chdir, before the
+ *      capability steps: without no_new_privs loading needs CAP_SYS_ADMIN;
+ *      never with seccomp)   16 capability_sets(u bounding, u effective,
+ *      u permitted, u inheritable, u ambient) (instead of capabilities; the
+ *      ids step then sets them exactly)   17 groups(u n, n x u gid) (just
+ *      before ids, which then keeps them)
  *
  * Errors: one JSON line {"step", "errno", "message", "status"} on the error
  * fd (the form `runtime.child` writes), then exit 125; execve: 127 when the
@@ -52,6 +60,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <signal.h>
@@ -69,20 +78,25 @@
 #define MAX_RULES 4096
 #define MAX_ARGS 65536
 #define MAX_BPF_INSNS 4096
+#define MAX_GROUPS 65536
 
 enum { OP_SETSID = 1, OP_CHDIR, OP_CAPS, OP_IDS, OP_NNP, OP_LANDLOCK, OP_EXEC_LABEL,
-       OP_SECCOMP, OP_EXECVE, OP_SETNS, OP_CHROOT, OP_FORK, OP_MAX };
+       OP_SECCOMP, OP_EXECVE, OP_SETNS, OP_CHROOT, OP_FORK, OP_CTTY, OP_UMASK,
+       OP_SECCOMP_EARLY, OP_CAPSETS, OP_GROUPS, OP_MAX };
 
 static const char *const op_names[OP_MAX] = {
     "?", "setsid", "chdir", "capabilities", "ids", "no_new_privs", "landlock",
-    "exec_label", "seccomp", "execve", "setns", "chroot", "fork"};
+    "exec_label", "seccomp", "execve", "setns", "chroot", "fork", "controlling_tty", "umask",
+    "seccomp_early", "capability_sets", "groups"};
 
 /* The only order steps may come in (opcodes are numbered as they were
- * added, ranks say where each runs). */
+ * added, ranks say where each runs). Two kinds of one rank are
+ * alternatives: a plan holds one of them at most. */
 static const unsigned op_rank[OP_MAX] = {
-    [OP_SETNS] = 1, [OP_CHROOT] = 2, [OP_FORK] = 3, [OP_SETSID] = 4, [OP_CHDIR] = 5,
-    [OP_CAPS] = 6, [OP_IDS] = 7, [OP_NNP] = 8, [OP_LANDLOCK] = 9, [OP_EXEC_LABEL] = 10,
-    [OP_SECCOMP] = 11, [OP_EXECVE] = 12};
+    [OP_SETNS] = 1, [OP_CHROOT] = 2, [OP_FORK] = 3, [OP_SETSID] = 4, [OP_CTTY] = 5,
+    [OP_UMASK] = 6, [OP_CHDIR] = 7, [OP_SECCOMP_EARLY] = 8, [OP_CAPS] = 9,
+    [OP_CAPSETS] = 9, [OP_GROUPS] = 10, [OP_IDS] = 11, [OP_NNP] = 12, [OP_LANDLOCK] = 13,
+    [OP_EXEC_LABEL] = 14, [OP_SECCOMP] = 15, [OP_EXECVE] = 16};
 
 #define MAX_NS 16
 
@@ -268,6 +282,10 @@ struct plan {
     unsigned nsteps;
     char *workdir;
     uint64_t keep_caps;
+    uint64_t capsets[5];        /* bounding, effective, permitted, inheritable, ambient */
+    int has_capsets, has_groups, has_early_seccomp;
+    uint64_t umask, ngroups;
+    gid_t *groups;
     uint64_t uid, gid, setgroups;
     uint64_t ll_abi, ll_handled, ll_scoped, ll_file_rights, nrules;
     struct rule *rules;
@@ -299,6 +317,33 @@ static void parse_step(struct plan *pl, struct step *st)
     switch (st->op) {
     case OP_SETSID:
     case OP_NNP:
+    case OP_CTTY:
+        break;
+    case OP_UMASK:
+        pl->umask = get_u(&c, name);
+        if (pl->umask > 0777)
+            PLAN_ERROR("umask: %#llo out of range", (unsigned long long)pl->umask);
+        break;
+    case OP_CAPSETS:
+        for (int i = 0; i < 5; i++)
+            pl->capsets[i] = get_u(&c, name);
+        pl->has_capsets = 1;
+        break;
+    case OP_GROUPS:
+        pl->ngroups = get_u(&c, name);
+        if (pl->ngroups == 0 || pl->ngroups > MAX_GROUPS)
+            PLAN_ERROR("groups: %llu groups (1..%d)", (unsigned long long)pl->ngroups,
+                       MAX_GROUPS);
+        pl->groups = calloc((size_t)pl->ngroups, sizeof *pl->groups);
+        if (!pl->groups)
+            PLAN_ERROR("groups: out of memory");
+        for (uint64_t i = 0; i < pl->ngroups; i++) {
+            uint64_t g = get_u(&c, name);
+            if (g > UINT32_MAX - 1)
+                PLAN_ERROR("groups: gid %llu out of range", (unsigned long long)g);
+            pl->groups[i] = (gid_t)g;
+        }
+        pl->has_groups = 1;
         break;
     case OP_CHDIR:
         pl->workdir = get_s(&c, name);
@@ -368,7 +413,12 @@ static void parse_step(struct plan *pl, struct step *st)
         break;
     case OP_FORK:
         break;
+    case OP_SECCOMP_EARLY:
     case OP_SECCOMP: {
+        if (st->op == OP_SECCOMP_EARLY)
+            pl->has_early_seccomp = 1;
+        else if (pl->has_early_seccomp)
+            PLAN_ERROR("seccomp: a second filter after seccomp_early");
         const uint8_t *b = get_raw(&c, 'b', &len, name);
         if (len == 0 || len % sizeof(struct sock_filter) || len / 8 > MAX_BPF_INSNS)
             PLAN_ERROR("seccomp: a program of %u bytes is not 1..%d instructions", len,
@@ -477,9 +527,46 @@ static void step_caps(const struct plan *pl)
         fail("capabilities", errno, 125, "clear ambient: %s", strerror(errno));
 }
 
+/* OCI's exact sets, first half: the bounding set (dropping needs
+ * CAP_SETPCAP, which the payload may not keep), ambient cleared, and
+ * KEEPCAPS so a non-root uid keeps the permitted set through the ids step */
+static void step_capsets(const struct plan *pl)
+{
+    int last = last_cap();
+    for (int n = 0; n <= last && n < 64; n++)
+        if (!(pl->capsets[0] & (1ULL << n)) && prctl(PR_CAPBSET_DROP, n, 0, 0, 0) != 0)
+            fail("capability_sets", errno, 125, "drop %d from the bounding set: %s", n,
+                 strerror(errno));
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0)
+        fail("capability_sets", errno, 125, "clear ambient: %s", strerror(errno));
+    if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0)
+        fail("capability_sets", errno, 125, "keep capabilities: %s", strerror(errno));
+}
+
+/* second half, after the id change: permitted, effective (within
+ * permitted) and inheritable exactly; ambient only where the kernel allows
+ * it, permitted and inheritable (as runc: fewer, never more) */
+static void apply_capsets(const struct plan *pl)
+{
+    uint64_t eff = pl->capsets[1], prm = pl->capsets[2], inh = pl->capsets[3];
+    uint64_t amb = pl->capsets[4] & inh & prm;
+    if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) != 0)
+        fail("ids", errno, 125, "reset keep capabilities: %s", strerror(errno));
+    struct cap_header h = {0x20080522, 0};
+    struct cap_data d[2] = {
+        {(uint32_t)(eff & prm), (uint32_t)prm, (uint32_t)inh},
+        {(uint32_t)((eff & prm) >> 32), (uint32_t)(prm >> 32), (uint32_t)(inh >> 32)}};
+    if (syscall(SYS_capset, &h, d) != 0)
+        fail("ids", errno, 125, "capset: %s", strerror(errno));
+    for (int n = 0; n < 64; n++)
+        if ((amb & (1ULL << n)) && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, n, 0, 0) != 0)
+            fail("ids", errno, 125, "raise ambient %d: %s", n, strerror(errno));
+}
+
 static void step_ids(const struct plan *pl)
 {
-    if (pl->setgroups && setgroups(0, NULL) != 0)
+    /* a groups step before this one set the supplementary groups: keep them */
+    if (pl->setgroups && !pl->has_groups && setgroups(0, NULL) != 0)
         fail("ids", errno, 125, "setgroups: %s", strerror(errno));
     if (setresgid((gid_t)pl->gid, (gid_t)pl->gid, (gid_t)pl->gid) != 0)
         fail("ids", errno, 125, "setresgid %llu: %s", (unsigned long long)pl->gid,
@@ -487,6 +574,10 @@ static void step_ids(const struct plan *pl)
     if (setresuid((uid_t)pl->uid, (uid_t)pl->uid, (uid_t)pl->uid) != 0)
         fail("ids", errno, 125, "setresuid %llu: %s", (unsigned long long)pl->uid,
              strerror(errno));
+    if (pl->has_capsets) {
+        apply_capsets(pl);
+        return;
+    }
     /* root keeps exactly the kept set; any other uid keeps nothing (Docker) */
     set_caps(pl->uid == 0 ? pl->keep_caps : 0, "ids");
 }
@@ -603,11 +694,11 @@ static void step_exec_label(const struct plan *pl)
     close(fd);
 }
 
-static void step_seccomp(const struct plan *pl)
+static void step_seccomp(const struct plan *pl, const char *step)
 {
     struct sock_fprog prog = {pl->bpf_len, pl->bpf};
     if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) != 0)
-        fail("seccomp", errno, 125, "load %u instructions: %s", pl->bpf_len, strerror(errno));
+        fail(step, errno, 125, "load %u instructions: %s", pl->bpf_len, strerror(errno));
 }
 
 static volatile pid_t forward_to;
@@ -664,8 +755,28 @@ static void trace(const struct plan *pl, unsigned op)
                      (unsigned long long)pl->nrules);
         break;
     case OP_SECCOMP:
-        n = snprintf(b, sizeof b, "seccomp %u\n", pl->bpf_len);
+    case OP_SECCOMP_EARLY:
+        n = snprintf(b, sizeof b, "%s %u\n", op_names[op], pl->bpf_len);
         break;
+    case OP_UMASK:
+        n = snprintf(b, sizeof b, "umask %04llo\n", (unsigned long long)pl->umask);
+        break;
+    case OP_CAPSETS:
+        n = snprintf(b, sizeof b, "capability_sets %#llx %#llx %#llx %#llx %#llx\n",
+                     (unsigned long long)pl->capsets[0], (unsigned long long)pl->capsets[1],
+                     (unsigned long long)pl->capsets[2], (unsigned long long)pl->capsets[3],
+                     (unsigned long long)pl->capsets[4]);
+        break;
+    case OP_GROUPS: {
+        /* as many as fit, comma-separated; the count first */
+        n = snprintf(b, sizeof b, "groups %llu", (unsigned long long)pl->ngroups);
+        for (uint64_t i = 0; i < pl->ngroups && n > 0 && (size_t)n < sizeof b - 16; i++)
+            n += snprintf(b + n, sizeof b - (size_t)n, "%s%u", i ? "," : " ",
+                          (unsigned)pl->groups[i]);
+        if (n > 0 && (size_t)n < sizeof b - 1)
+            b[n++] = '\n';
+        break;
+    }
     case OP_EXECVE:
         n = snprintf(b, sizeof b, "execve %s\n", pl->argv[0]);
         break;
@@ -802,8 +913,27 @@ int main(int argc, char **argv)
             if (chdir(pl->workdir) != 0)
                 fail("chdir", errno, 125, "%s: %s", pl->workdir, strerror(errno));
             break;
+        case OP_CTTY:
+            /* the console's slave (fd 0) becomes this new session's terminal */
+            if (ioctl(0, TIOCSCTTY, 0) != 0)
+                fail("controlling_tty", errno, 125, "TIOCSCTTY on fd 0: %s", strerror(errno));
+            break;
+        case OP_UMASK:
+            umask((mode_t)pl->umask);
+            break;
+        case OP_SECCOMP_EARLY:
+            step_seccomp(pl, "seccomp_early");
+            break;
         case OP_CAPS:
             step_caps(pl);
+            break;
+        case OP_CAPSETS:
+            step_capsets(pl);
+            break;
+        case OP_GROUPS:
+            if (setgroups((size_t)pl->ngroups, pl->groups) != 0)
+                fail("groups", errno, 125, "setgroups (%llu groups): %s",
+                     (unsigned long long)pl->ngroups, strerror(errno));
             break;
         case OP_IDS:
             step_ids(pl);
@@ -819,7 +949,7 @@ int main(int argc, char **argv)
             step_exec_label(pl);
             break;
         case OP_SECCOMP:
-            step_seccomp(pl);
+            step_seccomp(pl, "seccomp");
             break;
         case OP_EXECVE:
             if (resume_fd >= 0) {

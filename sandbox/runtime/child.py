@@ -93,6 +93,12 @@ def first_child(plan: LaunchPlan, parent_pid: int, ready_w: int, go_r: int, err_
             join_cgroups(plan.cgroup)
         step = f"chdir {plan.base}"                  # 2
         os.chdir(plan.base)
+        if plan.oom_score_adj is not None:
+            step = "oom_score_adj"
+            apply_oom_score_adj(plan.oom_score_adj)
+        if plan.join_namespaces:
+            step = "join namespaces"
+            apply_join_namespaces(plan.join_namespaces)
         step = "unshare " + ",".join(plan.namespaces)  # 3
         flags = 0
         for ns in plan.namespaces:
@@ -191,7 +197,7 @@ def _open_sources(plan: LaunchPlan) -> dict[str, int]:
     fds: dict[str, int] = {}
     for op in plan.mounts:
         paths = op.source.split(":") if op.op == "overlay" else \
-            [op.source] if op.op == "bind" else []
+            [op.source] if op.op in ("bind", "root-bind") else []
         fd = getattr(op, "fd", None)
         for p in paths:
             if p not in fds:
@@ -213,6 +219,12 @@ def pid1(plan: LaunchPlan, err_w: int, sources: dict[str, int],
         if "net" in plan.namespaces:
             step = "bring up lo"                     # 7
             _loopback_up()
+        if plan.sysctls:
+            # before the root is built: /proc/sys here is the host's /proc
+            # mount, but namespaced sysctls resolve to this process's
+            # (new) ipc, net and uts namespaces
+            step = "sysctl"
+            apply_sysctls(plan.sysctls)
         step = "private mount propagation"           # 8
         k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
         _build_root(plan, sources, idmapped)         # 9
@@ -221,7 +233,11 @@ def pid1(plan: LaunchPlan, err_w: int, sources: dict[str, int],
         k.pivot_root(".", ".")
         k.umount2(".", k.MNT_DETACH)
         os.chdir("/")
-        if "uts" in plan.namespaces:                 # 11
+        if plan.root_propagation:
+            step = f"root propagation {plan.root_propagation}"
+            apply_root_propagation(plan.root_propagation)
+        if "uts" in plan.namespaces or (plan.hostname and any(
+                ns == "uts" for ns, _ in plan.join_namespaces)):   # 11
             step = "sethostname"
             k.sethostname(plan.hostname)
         for name, soft, hard in plan.rlimits:
@@ -368,6 +384,47 @@ def close_fds_but(*keep: int | None) -> None:
     k.close_range(first)
 
 
+def apply_oom_score_adj(value: int) -> None:
+    """OCI process.oomScoreAdj; before unshare, while this process still
+    holds the caller's privilege to lower it."""
+    with open("/proc/self/oom_score_adj", "w") as f:
+        f.write(str(value))
+
+
+def apply_join_namespaces(join: tuple[tuple[str, str], ...]) -> None:
+    """OCI linux.namespaces[].path: setns into each, the user namespace
+    first (it grants the capabilities the other joins need). Every file is
+    opened before the first join, while the host's paths are still seen."""
+    fds = [(ns, os.open(path, os.O_RDONLY | os.O_CLOEXEC)) for ns, path in join]
+    try:
+        for ns, fd in sorted(fds, key=lambda x: x[0] != "user"):
+            k.setns(fd, k.NAMESPACE_FLAGS[ns])
+    finally:
+        for _, fd in fds:
+            os.close(fd)
+
+
+def apply_sysctls(sysctls: tuple[tuple[str, str], ...]) -> None:
+    """OCI linux.sysctl (namespaced keys only, checked by the translator)."""
+    for name, value in sysctls:
+        path = "/proc/sys/" + name.replace(".", "/")
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.write(fd, value.encode())
+        finally:
+            os.close(fd)
+
+
+_PROPAGATION = {"private": k.MS_PRIVATE, "slave": k.MS_SLAVE, "shared": 1 << 20,
+                "unbindable": 1 << 17}
+
+
+def apply_root_propagation(kind: str) -> None:
+    """OCI linux.rootfsPropagation on the new root (after pivot_root)."""
+    # recursive either way, as runc does: the root's submounts follow it
+    k.mount(None, "/", None, _PROPAGATION[kind.lstrip("r")] | k.MS_REC)
+
+
 def _loopback_up() -> None:
     """ifconfig lo up with SIOCGIFFLAGS/SIOCSIFFLAGS: no netlink library needed."""
     SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
@@ -478,6 +535,11 @@ def _build_root(plan: LaunchPlan, sources: dict[str, int],
                 k.mount("tmpfs", "root", "tmpfs", k.MS_NOSUID | k.MS_NODEV, "mode=755")
                 root_fd = os.open("root", _O_PATH_DIR)
                 continue
+            if op.op == "root-bind":
+                # the OCI bundle's root: used as it is, writes land in it
+                k.mount(_fdpath(sources[op.source]), "root", None, k.MS_BIND | k.MS_REC)
+                root_fd = os.open("root", _O_PATH_DIR)
+                continue
             if op.op == "overlay":
                 k.mount("tmpfs", "scratch", "tmpfs", k.MS_NOSUID | k.MS_NODEV, "mode=700")
                 os.mkdir("scratch/upper", 0o755)
@@ -547,7 +609,7 @@ def _apply_op(root_fd: int, op: MountOp, sources: dict[str, int]) -> None:
         fd = _open_inside(root_fd, t, create="dir")
         try:
             flags, data = _split_options(op.options, k.MS_NOSUID | k.MS_NODEV)
-            k.mount("tmpfs", _fdpath(fd), "tmpfs", flags, data)
+            k.mount(op.source or "tmpfs", _fdpath(fd), "tmpfs", flags, data)
         finally:
             os.close(fd)
     elif op.op == "proc":
@@ -576,6 +638,31 @@ def _apply_op(root_fd: int, op: MountOp, sources: dict[str, int]) -> None:
         finally:
             if fd is not None:
                 os.close(fd)
+    elif op.op == "mknod":
+        # OCI linux.devices outside a user namespace: "TYPE MAJOR MINOR MODE UID GID"
+        typ, major, minor, mode, uid, gid = op.options.split()
+        kind = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK,
+                "p": stat.S_IFIFO}[typ]
+        parent = _open_inside(root_fd, os.path.dirname(t), create="dir")
+        try:
+            name = os.path.basename(t)
+            try:
+                os.unlink(name, dir_fd=parent)
+            except FileNotFoundError:
+                pass
+            os.mknod(name, kind | int(mode, 8), os.makedev(int(major), int(minor)),
+                     dir_fd=parent)
+            os.chown(name, int(uid), int(gid), dir_fd=parent, follow_symlinks=False)
+            os.chmod(_fdpath(parent) + "/" + name, int(mode, 8))
+        finally:
+            os.close(parent)
+    elif op.op == "mqueue":
+        fd = _open_inside(root_fd, t, create="dir")
+        try:
+            flags, data = _split_options(op.options, k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
+            k.mount("mqueue", _fdpath(fd), "mqueue", flags, data)
+        finally:
+            os.close(fd)
     elif op.op == "devpts":
         fd = _open_inside(root_fd, t, create="dir")
         try:

@@ -141,6 +141,24 @@ class LaunchPlan(NamedTuple):
     #: (`labels.selinux.build_selinux_plan(...).exec_context`), so the
     #: step exists only where the host can perform it.
     exec_label: str | None = None
+    # --- steps the OCI runtime (sandbox.oci) needs; the defaults change nothing
+    #: (name, value) namespaced sysctls, written in PID 1 before the root is built
+    sysctls: tuple[tuple[str, str], ...] = ()
+    #: (namespace, path) to setns into before unsharing the new ones
+    join_namespaces: tuple[tuple[str, str], ...] = ()
+    #: supplementary groups of the payload (setgroups), instead of none
+    additional_gids: tuple[int, ...] = ()
+    #: the payload's umask (None: inherited)
+    umask: int | None = None
+    #: /proc/self/oom_score_adj, written before unshare (None: inherited)
+    oom_score_adj: int | None = None
+    #: mount propagation of the new root after pivot_root ("": private)
+    root_propagation: str = ""
+    #: fd 0 is a terminal the payload makes its controlling tty (TIOCSCTTY)
+    controlling_tty: bool = False
+    #: (bounding, effective, permitted, inheritable, ambient) name tuples,
+    #: applied exactly instead of `capabilities` (() : `capabilities` rules)
+    capability_sets: tuple = ()
 
     @property
     def root(self) -> str:

@@ -21,9 +21,11 @@ The order of the security steps is the property (DESIGN §2, child.py):
     (then permitted/effective), no_new_privs, Landlock, exec label,
     seccomp (last: it may forbid what the steps before it need), execve.
 
-New step kinds (OCI: sysctls, devices, joining namespaces by path,
-additional gids, umask, oom_score_adj) are added as new classes here, one
-entry in `STEP_KINDS`, and one opcode in the wire format; the executor
+New step kinds (the OCI ones below: sysctls, joining namespaces by path,
+oom_score_adj, root propagation in C and C2; controlling terminal, umask,
+early seccomp, exact capability sets, additional gids in the executor) are
+added as new classes here, one entry in `STEP_KINDS`, and, for the
+payload's, one opcode in the wire format; the executor
 refuses a kind it does not know, so an old executor never silently skips a
 new protection.
 """
@@ -352,16 +354,161 @@ class ForkWait(NamedTuple):
         return {"kind": self.kind}
 
 
+# ---- OCI steps (sandbox.oci); a plan that does not set their fields has none
+
+class OomScoreAdj(NamedTuple):
+    """OCI process.oomScoreAdj, written by C before unshare (while it still
+    holds the caller's privilege to lower it)."""
+
+    value: int
+    kind: str = "oom_score_adj"
+
+    def describe(self) -> str:
+        return f"oom_score_adj {self.value}"
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "value": self.value}
+
+
+class JoinNamespacePath(NamedTuple):
+    """OCI linux.namespaces[].path: C setns(2)es into it before unsharing
+    the new ones (the user namespace first)."""
+
+    namespace: str
+    path: str
+    kind: str = "join_namespace"
+
+    def describe(self) -> str:
+        return f"setns {self.namespace} {self.path}"
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "namespace": self.namespace, "path": self.path}
+
+
+class Sysctl(NamedTuple):
+    """OCI linux.sysctl (namespaced keys only), written by PID 1 before the
+    root is built."""
+
+    name: str
+    value: str
+    kind: str = "sysctl"
+
+    def describe(self) -> str:
+        return f"sysctl {self.name}={self.value}"
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "name": self.name, "value": self.value}
+
+
+class RootPropagation(NamedTuple):
+    """OCI linux.rootfsPropagation of the new root, after pivot_root."""
+
+    mode: str
+    kind: str = "root_propagation"
+
+    def describe(self) -> str:
+        return f"root propagation {self.mode}"
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "mode": self.mode}
+
+
+class ControllingTty(NamedTuple):
+    """OCI process.terminal: fd 0 (the console's slave) becomes the new
+    session's controlling terminal (TIOCSCTTY), right after setsid."""
+
+    kind: str = "controlling_tty"
+
+    def describe(self) -> str:
+        return "controlling terminal: fd 0 (TIOCSCTTY)"
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind}
+
+
+class Umask(NamedTuple):
+    """OCI process.user.umask."""
+
+    mask: int
+    kind: str = "umask"
+
+    def describe(self) -> str:
+        return f"umask {self.mask:04o}"
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "mask": self.mask}
+
+
+class SeccompEarly(NamedTuple):
+    """The filter loaded before the capability drop: without no_new_privs
+    the kernel loads a filter only for a holder of CAP_SYS_ADMIN, so it
+    goes while the capabilities are still there (as runc does); it then
+    also governs the capability and id changes after it."""
+
+    filter: object
+    kind: str = "seccomp_early"
+
+    def describe(self) -> str:
+        f = self.filter
+        return (f"seccomp {os.path.basename(f.source)} ({f.instructions} BPF instructions, "
+                f"{'+'.join(f.architectures)}, default {f.default_action}), before the "
+                "capability drop (no_new_privs is off)")
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, **self.filter.to_dict()}
+
+
+class CapabilitySets(NamedTuple):
+    """OCI process.capabilities, the five sets applied exactly (instead of
+    `Capabilities`): the bounding set now, ambient cleared and
+    PR_SET_KEEPCAPS so the id change keeps the permitted set; `SetIds`
+    then sets permitted, effective (within permitted) and inheritable
+    exactly and raises ambient only where permitted and inheritable."""
+
+    bounding: tuple[str, ...]
+    effective: tuple[str, ...]
+    permitted: tuple[str, ...]
+    inheritable: tuple[str, ...]
+    ambient: tuple[str, ...]
+    kind: str = "capability_sets"
+
+    def describe(self) -> str:
+        return "capabilities " + "; ".join(
+            f"{n}: {', '.join(getattr(self, n)) or 'none'}"
+            for n in ("bounding", "effective", "permitted", "inheritable", "ambient"))
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, **{n: list(getattr(self, n)) for n in (
+            "bounding", "effective", "permitted", "inheritable", "ambient")}}
+
+
+class Groups(NamedTuple):
+    """OCI process.user.additionalGids: setgroups(2) to exactly these, just
+    before the ids step (which then leaves them)."""
+
+    gids: tuple[int, ...]
+    kind: str = "groups"
+
+    def describe(self) -> str:
+        return "supplementary groups " + ", ".join(map(str, self.gids))
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "gids": list(self.gids)}
+
+
 #: Every step kind, by name (tests and the wire format check against it).
 STEP_KINDS = {c._field_defaults["kind"]: c for c in (
     JoinCgroups, Unshare, IdMaps, Network, RuntimeTmpfs, Mount, PivotRoot, Hostname,
     Rlimit, CloseFds, Setsid, Chdir, Capabilities, SetIds, NoNewPrivs, Landlock,
-    ExecLabel, Seccomp, Execve, JoinNamespaces, ChrootFd, ForkWait)}
+    ExecLabel, Seccomp, Execve, JoinNamespaces, ChrootFd, ForkWait,
+    OomScoreAdj, JoinNamespacePath, Sysctl, RootPropagation, ControllingTty, Umask,
+    SeccompEarly, CapabilitySets, Groups)}
 
 #: The payload's confinement, in the only order it may run (`enter` runs
 #: the same ones after setns).
-CONFINEMENT_KINDS = ("setsid", "chdir", "capabilities", "ids", "no_new_privs", "landlock",
-                     "exec_label", "seccomp", "execve")
+CONFINEMENT_KINDS = ("setsid", "controlling_tty", "umask", "chdir", "seccomp_early",
+                     "capabilities", "capability_sets", "groups", "ids", "no_new_privs",
+                     "landlock", "exec_label", "seccomp", "execve")
 
 
 def build_steps(plan) -> tuple:
@@ -369,14 +516,23 @@ def build_steps(plan) -> tuple:
     s: list = []
     if plan.cgroup is not None:
         s.append(JoinCgroups(tuple(plan.cgroup.procs), tuple(plan.cgroup.writes)))
+    oom = getattr(plan, "oom_score_adj", None)
+    if oom is not None:
+        s.append(OomScoreAdj(oom))
+    join = tuple(getattr(plan, "join_namespaces", ()))
+    # the user namespace first: it grants what the other joins need
+    s.extend(JoinNamespacePath(ns, path) for ns, path in sorted(join, key=lambda j: j[0] != "user"))
     s.append(Unshare(tuple(plan.namespaces), tuple(plan.shared_namespaces)))
     if plan.idmap is not None:
         s.append(IdMaps(plan.idmap.uid_map, plan.idmap.gid_map, plan.idmap.deny_setgroups))
     s.append(Network(plan.network, "net" in plan.namespaces))
+    s.extend(Sysctl(n, v) for n, v in getattr(plan, "sysctls", ()))
     s.append(RuntimeTmpfs(plan.base))
     s.extend(Mount(m.op, m.target, m.source, m.options, m.why) for m in plan.mounts)
     s.append(PivotRoot(os.path.join(plan.base, "root")))
-    if "uts" in plan.namespaces:
+    if getattr(plan, "root_propagation", ""):
+        s.append(RootPropagation(plan.root_propagation))
+    if "uts" in plan.namespaces or (plan.hostname and any(ns == "uts" for ns, _ in join)):
         s.append(Hostname(plan.hostname))
     s.extend(Rlimit(n, soft, hard) for n, soft, hard in plan.rlimits)
     s.append(CloseFds())
@@ -387,16 +543,36 @@ def build_steps(plan) -> tuple:
 def build_confinement(plan) -> tuple:
     """The payload's own steps (setsid .. execve), shared by `run` and
     `enter`."""
-    s: list = [Setsid(), Chdir(plan.workdir), Capabilities(tuple(plan.capabilities)),
-               SetIds(plan.uid, plan.gid,
-                      plan.idmap is None or not plan.idmap.deny_setgroups)]
+    s: list = [Setsid()]
+    if getattr(plan, "controlling_tty", False):
+        s.append(ControllingTty())
+    umask = getattr(plan, "umask", None)
+    if umask is not None:
+        s.append(Umask(umask))
+    s.append(Chdir(plan.workdir))
+    capsets = tuple(getattr(plan, "capability_sets", ()))
+    # OCI's exact capability sets follow runc: without no_new_privs the
+    # filter goes before the drop (it needs CAP_SYS_ADMIN then); a
+    # profile's plan keeps seccomp last, failing closed instead
+    early = capsets and plan.seccomp is not None and not plan.no_new_privs
+    if early:
+        s.append(SeccompEarly(plan.seccomp))
+    if capsets:
+        s.append(CapabilitySets(*(tuple(x) for x in capsets)))
+    else:
+        s.append(Capabilities(tuple(plan.capabilities)))
+    gids = tuple(getattr(plan, "additional_gids", ()))
+    if gids:
+        s.append(Groups(gids))
+    s.append(SetIds(plan.uid, plan.gid,
+                    plan.idmap is None or not plan.idmap.deny_setgroups))
     if plan.no_new_privs:
         s.append(NoNewPrivs())
     if plan.landlock_abi and plan.landlock:
         s.append(Landlock(plan.landlock_abi, tuple(plan.landlock)))
     if getattr(plan, "exec_label", None):
         s.append(ExecLabel(plan.exec_label))
-    if plan.seccomp is not None:
+    if plan.seccomp is not None and not early:
         s.append(Seccomp(plan.seccomp))
     s.append(Execve(tuple(plan.argv), tuple(plan.env)))
     return tuple(s)

@@ -27,7 +27,11 @@ MAGIC = b"SBXE"
 #: holds the order: setns, chroot, fork, then setsid .. execve).
 OPCODES = {"setsid": 1, "chdir": 2, "capabilities": 3, "ids": 4, "no_new_privs": 5,
            "landlock": 6, "exec_label": 7, "seccomp": 8, "execve": 9,
-           "setns": 10, "chroot": 11, "fork": 12}
+           "setns": 10, "chroot": 11, "fork": 12,
+           # OCI (sandbox.oci): ranked setsid, controlling_tty, umask, chdir,
+           # seccomp_early, capabilities | capability_sets, groups, ids
+           "controlling_tty": 13, "umask": 14, "seccomp_early": 15, "capability_sets": 16,
+           "groups": 17}
 
 
 class WireError(ValueError):
@@ -71,7 +75,7 @@ def _landlock_fields(step) -> bytes:
 
 def _fields(step) -> bytes:
     k = step.kind
-    if k in ("setsid", "no_new_privs", "fork"):
+    if k in ("setsid", "no_new_privs", "fork", "controlling_tty"):
         return b""
     if k == "setns":
         return b"".join([_u(len(step.fds))] + [_u(fd) + _u(t) for fd, t in step.fds])
@@ -87,8 +91,18 @@ def _fields(step) -> bytes:
         return _landlock_fields(step)
     if k == "exec_label":
         return _s(step.context)
-    if k == "seccomp":
+    if k in ("seccomp", "seccomp_early"):
         return _b(step.filter.bpf)
+    if k == "umask":
+        if not 0 <= step.mask <= 0o777:
+            raise WireError(f"umask {step.mask:o} out of range")
+        return _u(step.mask)
+    if k == "capability_sets":
+        return b"".join(_u(sum(1 << CAPABILITIES[c] for c in set(getattr(step, n))))
+                        for n in ("bounding", "effective", "permitted", "inheritable",
+                                  "ambient"))
+    if k == "groups":
+        return b"".join([_u(len(step.gids))] + [_u(g) for g in step.gids])
     if k == "execve":
         env = [f"{n}={v}" for n, v in step.env]
         return b"".join([_u(len(step.argv))] + [_s(a) for a in step.argv]

@@ -227,3 +227,83 @@ def test_plan_memfd_is_sealed_against_writes():
     finally:
         os.close(exe)
         os.close(mfd)
+
+
+# -- the OCI steps (sandbox-oci): exact capability sets, groups, umask, -----
+#    seccomp before the drop when no_new_privs is off
+
+OCI_PROBE = ("grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp|Groups|Umask|Uid):' "
+             "/proc/self/status")
+OCI_SETS = (("CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"),     # bounding
+            ("CAP_NET_BIND_SERVICE", "CAP_CHOWN"),                 # effective (CHOWN not permitted)
+            ("CAP_NET_BIND_SERVICE", "CAP_KILL"),                  # permitted
+            ("CAP_NET_BIND_SERVICE",),                             # inheritable
+            ("CAP_NET_BIND_SERVICE", "CAP_KILL"))                  # ambient (KILL not inheritable)
+
+
+def _oci_steps(tmp_path, argv, **over):
+    plan = Sandbox("default", root=tmp_path / "r").plan(argv)._replace(
+        uid=1000, gid=1000, idmap=None, no_new_privs=False, landlock_abi=0, umask=0o027,
+        additional_gids=(10, 20), capability_sets=OCI_SETS, **over)
+    return plan, tuple(s for s in plan.steps if s.kind in CONFINEMENT_KINDS)
+
+
+def _mask(*names):
+    from sandbox.capabilities import CAPABILITIES
+    return f"{sum(1 << CAPABILITIES[c] for c in names):016x}"
+
+
+def test_oci_sets_applied_exactly_and_ambient_never_beyond_inheritable(tmp_path):
+    plan, steps = _oci_steps(tmp_path, ["/bin/sh", "-c", OCI_PROBE])
+    assert [s.kind for s in steps][:8] == ["setsid", "umask", "chdir", "seccomp_early",
+                                           "capability_sets", "groups", "ids", "execve"]
+    rc, out, err, _, _ = _run_executor(steps)
+    assert rc == 0, err
+    mine = _status(out)
+    assert mine["Uid"].split()[:3] == ["1000"] * 3
+    assert mine["CapBnd"].strip() == _mask("CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE")
+    # execve of a non-root uid: permitted and effective are what ambient gives
+    assert mine["CapAmb"].strip() == _mask("CAP_NET_BIND_SERVICE")
+    assert mine["CapInh"].strip() == _mask("CAP_NET_BIND_SERVICE")
+    assert mine["CapPrm"].strip() == mine["CapEff"].strip() == _mask("CAP_NET_BIND_SERVICE")
+    assert mine["Groups"].split() == ["10", "20"]
+    assert mine["Umask"].strip() == "0027"
+    # loaded before the drop, while CAP_SYS_ADMIN allowed it without no_new_privs
+    assert mine["NoNewPrivs"].strip() == "0" and mine["Seccomp"].strip() == "2"
+
+
+def test_oci_sets_before_execve_hold_permitted_for_a_non_root_uid(tmp_path):
+    # the read-back stop sees the sets as applied (before execve recomputes them)
+    plan, steps = _oci_steps(tmp_path, ["/bin/true"])
+    rc, _, err, _, state = _run_executor(steps, sync=True)
+    assert rc == 0, err
+    st = _status(state)
+    assert st["CapPrm"].strip() == _mask("CAP_NET_BIND_SERVICE", "CAP_KILL")
+    assert st["CapEff"].strip() == _mask("CAP_NET_BIND_SERVICE")      # within permitted
+    assert st["CapAmb"].strip() == _mask("CAP_NET_BIND_SERVICE")
+
+
+def test_oci_trace_equals_the_dry_run_json_steps(tmp_path):
+    plan, steps = _oci_steps(tmp_path, ["/bin/true"], controlling_tty=False)
+    rc, _, err, tr, _ = _run_executor(steps, trace=True)
+    assert rc == 0, err
+    listed = [s for s in plan.to_dict()["steps"] if s["kind"] in CONFINEMENT_KINDS]
+    performed = [ln.split(" ", 1) for ln in tr.splitlines()]
+    assert [p[0] for p in performed] == [s["kind"] for s in listed]
+    args = {p[0]: p[1] if len(p) > 1 else "" for p in performed}
+    by = {s["kind"]: s for s in listed}
+    assert int(args["umask"], 8) == by["umask"]["mask"]
+    assert args["groups"] == "2 10,20"
+    assert [int(x, 16) for x in args["capability_sets"].split()] == [
+        int(_mask(*by["capability_sets"][n]), 16)
+        for n in ("bounding", "effective", "permitted", "inheritable", "ambient")]
+    assert int(args["seccomp_early"]) == by["seccomp_early"]["instructions"]
+
+
+def test_oci_controlling_tty_without_a_terminal_fails_at_its_step(tmp_path):
+    # fd 0 is not a terminal: TIOCSCTTY fails and nothing is exec'd
+    plan, steps = _oci_steps(tmp_path, ["/bin/true"], controlling_tty=True)
+    assert [s.kind for s in steps][:2] == ["setsid", "controlling_tty"]
+    rc, out, err, _, _ = _run_executor(steps)
+    e = _error(err)
+    assert rc == 125 and e["step"] == "controlling_tty" and e["errno"] == 25   # ENOTTY

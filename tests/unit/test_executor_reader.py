@@ -252,3 +252,87 @@ def test_setns_with_a_time_namespace_flag_refused():
 from sandbox.runtime.steps import Execve  # noqa: E402
 
 EXECVE_STEP = Execve(("/bin/true",), (("PATH", "/bin"),))
+
+
+# -- the OCI kinds: parsed, ordered, refused when malformed, fuzzed ------------
+
+@pytest.fixture(scope="module")
+def oci_wire(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("oci")
+    sets = (("CAP_KILL", "CAP_CHOWN"), ("CAP_KILL",), ("CAP_KILL",), ("CAP_KILL",),
+            ("CAP_KILL",))
+    plan = Sandbox("default", root=tmp / "r").plan(["/bin/true"])._replace(
+        no_new_privs=False, umask=0o77, additional_gids=(1, 2, 3), controlling_tty=True,
+        capability_sets=sets)
+    steps = [s for s in plan.steps if s.kind in CONFINEMENT_KINDS]
+    return build_wire(steps), steps, plan
+
+
+def test_oci_plan_parses_and_dry_mode_matches_its_steps(oci_wire):
+    data, steps, plan = oci_wire
+    kinds = [p[0] for p in _dry(data)]
+    assert kinds == [s.kind for s in steps] == [
+        s["kind"] for s in plan.to_dict()["steps"] if s["kind"] in CONFINEMENT_KINDS]
+    assert kinds[:8] == ["setsid", "controlling_tty", "umask", "chdir", "seccomp_early",
+                         "capability_sets", "groups", "ids"]
+    assert "seccomp" not in kinds
+    args = dict(p for p in _dry(data) if len(p) > 1)
+    assert args["umask"] == "0077" and args["groups"] == "3 1,2,3"
+
+
+def _oci_only(*steps):
+    return build_wire(tuple(steps) + (EXECVE_STEP,))
+
+
+def test_capabilities_and_capability_sets_together_refused():
+    from sandbox.runtime.steps import Capabilities, CapabilitySets
+    r = _check(_oci_only(Capabilities(("CAP_KILL",)), CapabilitySets((), (), (), (), ())))
+    assert r.returncode == 1 and b"capability_sets after capabilities" in r.stderr
+
+
+def test_seccomp_twice_refused_and_early_seccomp_after_the_drop_refused(oci_wire):
+    from sandbox.runtime.steps import CapabilitySets, Seccomp, SeccompEarly
+    _, steps, plan = oci_wire
+    f = plan.seccomp
+    r = _check(_oci_only(SeccompEarly(f), Seccomp(f)))
+    assert r.returncode == 1 and b"a second filter after seccomp_early" in r.stderr
+    r = _check(_oci_only(CapabilitySets((), (), (), (), ()), SeccompEarly(f)))
+    assert r.returncode == 1 and b"seccomp_early after capability_sets" in r.stderr
+
+
+def test_malformed_oci_fields_refused():
+    from sandbox.runtime.steps import Groups, Umask
+    with pytest.raises(WireError):
+        build_wire((Umask(0o1777), EXECVE_STEP))
+    hand = _oci_only(Umask(0o77)).replace(struct.pack("<Q", 0o77), struct.pack("<Q", 0o7777))
+    r = _check(hand)
+    assert r.returncode == 1 and b"umask" in r.stderr
+    r = _check(_oci_only(Groups(())))
+    assert r.returncode == 1 and b"groups: 0 groups" in r.stderr
+    r = _check(_oci_only(Groups((1 << 32,))))
+    assert r.returncode == 1 and b"gid 4294967296 out of range" in r.stderr
+
+
+@_FUZZ
+@given(st.data())
+def test_mutated_oci_plan_never_crashes(oci_wire, data):
+    raw = bytearray(oci_wire[0])
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(raw) - 1))
+        if data.draw(st.booleans()):
+            raw[i] ^= data.draw(st.integers(1, 255))
+        else:
+            del raw[i:i + data.draw(st.integers(1, 64))]
+        if not raw:
+            break
+    _assert_clean(_check(bytes(raw)))
+
+
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.data())
+def test_mutated_oci_plans_under_address_sanitizer(oci_wire, asan_exe, data):
+    raw = bytearray(oci_wire[0])
+    i = data.draw(st.integers(0, len(raw) - 1))
+    raw[i] ^= data.draw(st.integers(1, 255))
+    _assert_clean(_check(bytes(raw[:data.draw(st.integers(0, len(raw)))]), asan_exe))

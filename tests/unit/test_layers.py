@@ -36,6 +36,7 @@ LAYERS = {
     "image": 6,
     "lifecycle": 7,
     "launch": 8,
+    "oci": 8,                   # sandbox-oci: an OCI runtime over the plan and the audit log
     "hostinfo": 8,              # `sandbox version --verbose`: reads every layer below
     "api": 9,
     "cli": 10,

@@ -136,3 +136,52 @@ def test_seccomp_step_repr_has_no_bytes():
     sp = SeccompPlan(b"\0" * 16, "sha256:x", "f.json", "errno", ("X",), 2)
     from sandbox.runtime.steps import Seccomp
     assert "\\x00" not in repr(Seccomp(sp)) and "sha256:x" in repr(Seccomp(sp))
+
+
+# -- the OCI fields (sandbox-oci) -----------------------------------------------
+
+OCI_KINDS = {"oom_score_adj", "join_namespace", "sysctl", "root_propagation",
+             "controlling_tty", "umask", "seccomp_early", "capability_sets", "groups"}
+OCI_DEFAULTS = dict(sysctls=(), join_namespaces=(), additional_gids=(), umask=None,
+                    oom_score_adj=None, root_propagation="", controlling_tty=False,
+                    capability_sets=())
+
+
+def test_plans_without_oci_fields_have_no_oci_steps_and_the_same_digest(tmp_path):
+    for profile in ("default", "strict", "unconfined"):
+        plan = _plan(tmp_path / profile, profile)
+        assert not {s.kind for s in plan.steps} & OCI_KINDS
+        again = plan._replace(**OCI_DEFAULTS)
+        assert again.steps == plan.steps and again.digest() == plan.digest()
+        assert again.describe() == plan.describe()
+    # no_new_privs off with a filter, outside OCI: seccomp stays last (fails
+    # closed for a non-root uid) rather than moving before the drop
+    plan = _plan(tmp_path / "nnp")._replace(no_new_privs=False)
+    assert _kinds(plan)[-2:] == ["seccomp", "execve"] and "seccomp_early" not in _kinds(plan)
+
+
+def test_oci_fields_become_steps_in_their_places(tmp_path):
+    sets = (("CAP_KILL",), ("CAP_KILL",), ("CAP_KILL",), (), ())
+    plan = _plan(tmp_path)._replace(
+        no_new_privs=False, landlock_abi=0, sysctls=(("net.ipv4.ip_forward", "1"),),
+        join_namespaces=(("ipc", "/proc/1/ns/ipc"), ("user", "/proc/1/ns/user")),
+        additional_gids=(5,), umask=0o22, oom_score_adj=-100, root_propagation="rslave",
+        controlling_tty=True, capability_sets=sets)
+    kinds = _kinds(plan)
+    assert kinds.index("oom_score_adj") < kinds.index("join_namespace") < kinds.index("unshare")
+    joins = [s for s in plan.steps if s.kind == "join_namespace"]
+    assert [j.namespace for j in joins] == ["user", "ipc"]          # user first
+    assert kinds.index("network") < kinds.index("sysctl") < kinds.index("base")
+    assert kinds.index("pivot_root") < kinds.index("root_propagation") < kinds.index("hostname")
+    tail = kinds[kinds.index("setsid"):]
+    assert tail == ["setsid", "controlling_tty", "umask", "chdir", "seccomp_early",
+                    "capability_sets", "groups", "ids", "execve"]
+    text = "\n".join(plan.describe())
+    for want in ("oom_score_adj -100", "setns user /proc/1/ns/user", "sysctl net.ipv4.ip_forward=1",
+                 "root propagation rslave", "controlling terminal: fd 0 (TIOCSCTTY)",
+                 "umask 0022", "before the capability drop", "capabilities bounding: CAP_KILL",
+                 "ambient: none", "supplementary groups 5"):
+        assert want in text, want
+    d = json.loads(json.dumps(plan.to_dict()))
+    assert [s["kind"] for s in d["steps"]] == kinds
+    assert plan.digest() != _plan(tmp_path).digest()
