@@ -74,3 +74,17 @@ def test_a_new_option_is_one_entry_in_the_table():
                                   ["--help"]])
 def test_the_fast_parser_hands_what_it_does_not_know_to_click(argv):
     assert parse_fast(["run", *argv]) is None
+
+
+def test_a_memory_limit_too_small_to_start_is_refused_by_name():
+    # --memory 1 once let the cgroup's OOM killer end the sandbox during
+    # setup: exit 125 with "failed during setup without saying why".
+    from sandbox.errors import UsageError
+    from sandbox.launch.request import build_limits
+    from sandbox.profile import schema
+    with pytest.raises(UsageError, match=r"bad --memory '1': .*minimum memory limit of 6M"):
+        build_limits(memory="1")
+    with pytest.raises(ValueError, match="minimum memory limit of 6M"):
+        schema.check("limits.memory", "5m", None)
+    assert build_limits(memory="6m") == (("limits.memory", 6 << 20, "flag --memory"),)
+    assert schema.check("limits.memory", "unlimited", None) is None
