@@ -88,3 +88,23 @@ def test_a_memory_limit_too_small_to_start_is_refused_by_name():
         schema.check("limits.memory", "5m", None)
     assert build_limits(memory="6m") == (("limits.memory", 6 << 20, "flag --memory"),)
     assert schema.check("limits.memory", "unlimited", None) is None
+
+
+@pytest.mark.parametrize("flag", ["--rm", "--timeout"])
+def test_help_of_an_option_refused_with_detach_says_so(flag):
+    # `sandbox run --help` said "--rm ... with --detach, its record and log go
+    # once it has exited" while `run -d --rm` is refused: help must not
+    # promise what the command refuses.
+    from sandbox.cli._run_fast import execute
+    from sandbox.errors import UsageError
+    opt = next(o for o in RUN_OPTIONS if flag in o.names)
+    assert "not yet with --detach" in opt.help.lower()
+    args = {"--rm": ["--rm"], "--timeout": ["--timeout", "1s"]}[flag]
+    params = parse_fast(["run", "-d", *args, "--", "true"], RUN_OPTIONS)
+    with pytest.raises(UsageError, match=f"{flag} does not go with --detach"):
+        execute(**params)
+
+
+def test_volume_help_names_the_relabel_option():
+    opt = next(o for o in RUN_OPTIONS if "--volume" in o.names)
+    assert opt.metavar == "SRC:DST[:ro|rw][,z|Z]" and ":Z" in opt.help
