@@ -151,12 +151,24 @@ def build_profile_overrides(*, cap_add=(), cap_drop=(), security_opt=(), tmpfs=(
     return tuple(out)
 
 
+#: the largest ``--env-file`` read (the kernel's whole argv + environ of an
+#: execve is about 2 MiB by default: more could never reach the payload)
+ENV_FILE_MAX = 1 << 20
+
+
 def parse_env_file(path: str) -> dict[str, str]:
     """Docker's ``--env-file``: ``NAME=VALUE`` lines, ``NAME`` alone taking
     the caller's value, ``#`` comments and blank lines skipped."""
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+        # Bounded: a file that never ends (/dev/zero, a stuck pipe's writer
+        # aside) once grew the caller until the kernel killed it (137, no
+        # word). A pipe (`--env-file <(...)`) stays accepted.
+        with open(path, "rb") as f:
+            data = f.read(ENV_FILE_MAX + 1)
+        if len(data) > ENV_FILE_MAX:
+            raise UsageError(f"--env-file {path!r}: larger than {ENV_FILE_MAX >> 20} MiB",
+                             hint="give a file of NAME=VALUE lines")
+        lines = data.decode("utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"--env-file {path!r}: cannot read it: "
                          f"{getattr(e, 'strerror', None) or e}") from None

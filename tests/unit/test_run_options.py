@@ -108,3 +108,25 @@ def test_help_of_an_option_refused_with_detach_says_so(flag):
 def test_volume_help_names_the_relabel_option():
     opt = next(o for o in RUN_OPTIONS if "--volume" in o.names)
     assert opt.metavar == "SRC:DST[:ro|rw][,z|Z]" and ":Z" in opt.help
+
+
+def test_an_env_file_that_never_ends_is_refused_not_read_until_killed():
+    # `sandbox run --env-file /dev/zero -- true` once read without bound
+    # until the kernel killed the caller: exit 137 and not a word.
+    from sandbox.errors import UsageError
+    from sandbox.launch.request import parse_env_file
+    with pytest.raises(UsageError, match=r"--env-file '/dev/zero': larger than 1 MiB"):
+        parse_env_file("/dev/zero")
+
+
+def test_an_env_file_from_a_pipe_is_still_read(tmp_path):
+    import os
+    from sandbox.launch.request import parse_env_file
+    r, w = os.pipe()
+    os.write(w, b"A=1\n# c\nB=x=y\n")
+    os.close(w)
+    try:
+        assert parse_env_file(f"/proc/self/fd/{r}") == {"A": "1", "B": "x=y"}
+    finally:
+        os.close(r)
+
