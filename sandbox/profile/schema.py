@@ -232,6 +232,10 @@ def _seccomp_profile(v, base: Path):
     # A relative path is relative to the profile file that names it.
     p = Path(v) if os.path.isabs(v) else (base / v)
     p = p.resolve()
+    if p.exists() and not p.is_file():
+        # /dev/null or a folder: "does not exist" sent users looking for a typo
+        raise ValueError(f"seccomp profile {str(p)!r} is not a regular file; give an "
+                         f"OCI/Docker seccomp JSON file (bundled filters: {builtins})")
     if not p.is_file():
         raise ValueError(f"seccomp profile {str(p)!r} does not exist (a relative path is "
                          f"read next to the profile file; bundled filters: {builtins})")

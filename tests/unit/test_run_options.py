@@ -130,3 +130,12 @@ def test_an_env_file_from_a_pipe_is_still_read(tmp_path):
     finally:
         os.close(r)
 
+
+@pytest.mark.parametrize("target", ["/dev/null", "/tmp"])
+def test_a_seccomp_profile_that_is_not_a_file_is_not_said_to_be_missing(target):
+    # `--security-opt seccomp=/dev/null` once said "'/dev/null' does not exist"
+    from sandbox.errors import UsageError
+    from sandbox.launch.request import build_profile_overrides
+    with pytest.raises(UsageError, match="is not a regular file") as e:
+        build_profile_overrides(security_opt=[f"seccomp={target}"])
+    assert "does not exist" not in str(e.value)
