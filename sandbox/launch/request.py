@@ -105,8 +105,11 @@ def build_profile_overrides(*, cap_add=(), cap_drop=(), security_opt=(), tmpfs=(
         try:
             schema.check(key, value, Path.cwd())
         except (KeyError, ValueError) as e:
+            # a KeyError's str() is the repr of its message: take the message
+            # itself (stripping quotes off str() ate a ValueError's closing one)
+            why = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
             raise UsageError(f"bad {flag} {shown if shown is not None else value!r}: "
-                             f"{str(e).strip(chr(39))}") from None
+                             f"{why}") from None
         out.append((key, value, f"flag {flag}"))
 
     def caps_norm(cs):          # Docker takes NET_RAW and CAP_NET_RAW alike

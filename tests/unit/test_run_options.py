@@ -139,3 +139,13 @@ def test_a_seccomp_profile_that_is_not_a_file_is_not_said_to_be_missing(target):
     with pytest.raises(UsageError, match="is not a regular file") as e:
         build_profile_overrides(security_opt=[f"seccomp={target}"])
     assert "does not exist" not in str(e.value)
+
+
+def test_a_bad_tmpfs_option_is_quoted_whole_in_the_error():
+    # `--tmpfs /t:bogus` once said "unknown tmpfs option 'bogus' in '/t:bogus"
+    # (the closing quote stripped off the message)
+    from sandbox.errors import UsageError
+    from sandbox.launch.request import build_profile_overrides
+    with pytest.raises(UsageError) as e:
+        build_profile_overrides(tmpfs=["/t:bogus"])
+    assert str(e.value).endswith("unknown tmpfs option 'bogus' in '/t:bogus'")
