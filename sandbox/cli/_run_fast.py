@@ -50,8 +50,9 @@ RUN_OPTIONS: tuple[Opt, ...] = (
         help="Profile name (see 'sandbox profile list') or path to a TOML file."),
     Opt(("--rootfs",), "rootfs", metavar="DIR",
         help="Use DIR as the root file system (never modified)."),
-    Opt(("--volume", "-v"), "volumes", multiple=True, metavar="SRC:DST[:ro|rw]",
-        help="Bind a host path into the sandbox (read-only unless :rw)."),
+    Opt(("--volume", "-v"), "volumes", multiple=True, metavar="SRC:DST[:ro|rw][,z|Z]",
+        help="Bind a host path into the sandbox (read-only unless :rw; :Z relabels it "
+             "private to this sandbox, see 'sandbox label')."),
     Opt(("--name",), "name", help="A name for this sandbox."),
     Opt(("--hostname",), "hostname", help="Host name inside the sandbox."),
     Opt(("--env", "-e"), "env", multiple=True, metavar="K=V",
@@ -80,7 +81,7 @@ RUN_OPTIONS: tuple[Opt, ...] = (
              "Recorded in the audit log."),
     Opt(("--timeout",), "timeout", metavar="DURATION",
         help="Stop the sandbox after DURATION (30s, 5m, 1h): SIGTERM, then SIGKILL "
-             "2s later; exit status 124, as timeout(1)."),
+             "2s later; exit status 124, as timeout(1). Not yet with --detach."),
     Opt(("--cpus",), "cpus", metavar="N",
         help="CPUs' worth of time the sandbox may use (0.5: half a CPU), through the "
              "cgroup cpu controller."),
@@ -116,8 +117,8 @@ RUN_OPTIONS: tuple[Opt, ...] = (
         help="Keep stdin open: the payload reads the caller's stdin (without it, "
              "/dev/null, as Docker)."),
     Opt(("--rm",), "rm", takes_value=False,
-        help="Remove the sandbox when it exits (always so without --detach; with it, "
-             "its record and log go once it has exited)."),
+        help="Remove the sandbox when it exits (always so without --detach; not yet "
+             "with --detach: 'sandbox rm ID' once it has exited)."),
     Opt(("--dry-run",), "dry_run", takes_value=False,
         help="Print the launch plan and exit; touch nothing."),
     Opt(("--json",), "as_json", takes_value=False, help="With --dry-run: the plan as JSON."),

@@ -382,18 +382,20 @@ def _read_small(src, name: str, limit: int, *, what: str) -> bytes:
 # ---------------------------------------------------------------- detection
 
 
-def detect(path: Path, limits: Limits) -> str:
+def detect(path: Path, limits: Limits, label: str | None = None) -> str:
     """``"oci"``, ``"docker-archive"`` or ``"aci"`` for a folder or file, by
-    content, not by name. Refuses what is none of them."""
+    content, not by name. Refuses what is none of them, naming ``label``
+    (the caller's path, when ``path`` is the store's private copy)."""
+    who = label or str(path)
     if path.is_dir():
         if (path / "oci-layout").is_file():
             return "oci"
         if (path / "manifest.json").is_file():
             return "docker-archive"
-        raise ArtifactError(f"{path}: not an image folder (no oci-layout or manifest.json)",
+        raise ArtifactError(f"{who}: not an image folder (no oci-layout or manifest.json)",
                             hint="give an OCI layout, a docker-archive or an ACI file")
     if not path.is_file():
-        raise UsageError(f"{path}: no such file or folder")
+        raise UsageError(f"{who}: no such file or folder")
     with open(path, "rb") as f:
         head = f.read(512)
     if head[:2] == b"\x1f\x8b" or head[:3] == b"BZh" or head[:6] == b"\xfd7zXZ\x00" \
@@ -410,13 +412,13 @@ def detect(path: Path, limits: Limits) -> str:
                 if i > limits.max_archive_members:
                     break
     except tarfile.TarError as e:
-        raise ArtifactError(f"{path}: not a tar archive ({e})",
+        raise ArtifactError(f"{who}: not a tar archive ({e})",
                             hint="give an OCI layout, a docker-archive or an ACI file") from None
     if "manifest.json" in seen:
         return "docker-archive"
     if "manifest" in seen and ("rootfs" in seen or any(s.startswith("rootfs/") for s in seen)):
         return "aci"
-    raise ArtifactError(f"{path}: not an image archive (no oci-layout, manifest.json, "
+    raise ArtifactError(f"{who}: not an image archive (no oci-layout, manifest.json, "
                         "or ACI manifest and rootfs/)")
 
 
@@ -737,8 +739,8 @@ def open_source(path: Path, *, limits: Limits, select: str | None, workdir: Path
     ACI is first decompressed into ``workdir`` (bounded by the limits).
     ``label`` names the source in messages (the store passes the caller's
     path while ``path`` is its private copy)."""
-    kind = detect(path, limits)
     label = label or str(path)
+    kind = detect(path, limits, label)
     if kind == "compressed":
         if peek_compressed_kind(path, limits) == "aci":
             return plan_aci(path, limits=limits), None
@@ -751,7 +753,7 @@ def open_source(path: Path, *, limits: Limits, select: str | None, workdir: Path
                 if not chunk:
                     break
                 out.write(chunk)
-        kind = detect(plain, limits)
+        kind = detect(plain, limits, label)
         if kind == "aci":
             return plan_aci(path, limits=limits), None
         tar = _TarSource(plain, limits)

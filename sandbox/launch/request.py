@@ -105,8 +105,11 @@ def build_profile_overrides(*, cap_add=(), cap_drop=(), security_opt=(), tmpfs=(
         try:
             schema.check(key, value, Path.cwd())
         except (KeyError, ValueError) as e:
+            # a KeyError's str() is the repr of its message: take the message
+            # itself (stripping quotes off str() ate a ValueError's closing one)
+            why = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
             raise UsageError(f"bad {flag} {shown if shown is not None else value!r}: "
-                             f"{str(e).strip(chr(39))}") from None
+                             f"{why}") from None
         out.append((key, value, f"flag {flag}"))
 
     def caps_norm(cs):          # Docker takes NET_RAW and CAP_NET_RAW alike
@@ -151,12 +154,24 @@ def build_profile_overrides(*, cap_add=(), cap_drop=(), security_opt=(), tmpfs=(
     return tuple(out)
 
 
+#: the largest ``--env-file`` read (the kernel's whole argv + environ of an
+#: execve is about 2 MiB by default: more could never reach the payload)
+ENV_FILE_MAX = 1 << 20
+
+
 def parse_env_file(path: str) -> dict[str, str]:
     """Docker's ``--env-file``: ``NAME=VALUE`` lines, ``NAME`` alone taking
     the caller's value, ``#`` comments and blank lines skipped."""
     try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+        # Bounded: a file that never ends (/dev/zero, a stuck pipe's writer
+        # aside) once grew the caller until the kernel killed it (137, no
+        # word). A pipe (`--env-file <(...)`) stays accepted.
+        with open(path, "rb") as f:
+            data = f.read(ENV_FILE_MAX + 1)
+        if len(data) > ENV_FILE_MAX:
+            raise UsageError(f"--env-file {path!r}: larger than {ENV_FILE_MAX >> 20} MiB",
+                             hint="give a file of NAME=VALUE lines")
+        lines = data.decode("utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise UsageError(f"--env-file {path!r}: cannot read it: "
                          f"{getattr(e, 'strerror', None) or e}") from None

@@ -370,6 +370,14 @@ def _old(path: str) -> bool:
         return False
 
 
+#: where sandbox cgroups live on the host (v1 controllers, then v2)
+CGROUP_GLOBS = ("/sys/fs/cgroup/*/sandbox/*", "/sys/fs/cgroup/sandbox/*")
+
+
+def _cgroup_dirs_on_host() -> builtins.list[str]:
+    return [d for g in CGROUP_GLOBS for d in glob.glob(g)]
+
+
 def _sweep_orphans(paths: Paths, known: set, deferred=None) -> builtins.list[str]:
     """Leftovers no record names: a foreground supervisor killed, or a
     detached one killed before its first record. Only what is provably
@@ -395,22 +403,19 @@ def _sweep_orphans(paths: Paths, known: set, deferred=None) -> builtins.list[str
                 continue
             shutil.rmtree(d, ignore_errors=True)
             out.append(d)
-    for sid in (os.listdir(rt) if os.path.isdir(rt) else ()):
-        d = os.path.join(rt, sid)
-        if st.ID_RE.match(sid):
-            ours.add(sid)
-        if st.ID_RE.match(sid) and sid not in live and not _old(d) and os.path.isdir(d):
-            defer(d)
-        elif st.ID_RE.match(sid) and sid not in live and _old(d) and not _cwd_users(d):
-            for mp in _host_mounts_under([d]):
-                _umount(mp)
-            from ..runtime.spawn import remove_base
-            if not remove_base(d):
-                out.append(d)
-    for d in glob.glob("/sys/fs/cgroup/*/sandbox/*") + glob.glob("/sys/fs/cgroup/sandbox/*"):
+    rt_ids = [sid for sid in (os.listdir(rt) if os.path.isdir(rt) else ())
+              if st.ID_RE.match(sid)]
+    ours.update(rt_ids)
+    # Cgroups first: the runtime folder is what makes a cgroup "ours" when no
+    # record names it, so it stays while any of its cgroups does. Removed in
+    # one sweep while a cgroup was deferred as young, the cgroup was no
+    # longer ours at the next gc and stayed on the host for good.
+    cgroups_left = set()
+    for d in _cgroup_dirs_on_host():
         sid = os.path.basename(d)
         if sid in ours and sid not in live and not _old(d):
             defer(d)
+            cgroups_left.add(sid)
         elif sid in ours and sid not in live and _old(d):
             try:
                 os.rmdir(d)              # fails (EBUSY) while any process is in it
@@ -418,6 +423,25 @@ def _sweep_orphans(paths: Paths, known: set, deferred=None) -> builtins.list[str
             except OSError as e:
                 if e.errno not in (errno.EBUSY, errno.ENOENT, errno.ENOTEMPTY):
                     raise
+                if e.errno != errno.ENOENT:
+                    cgroups_left.add(sid)
+    for sid in rt_ids:
+        d = os.path.join(rt, sid)
+        if sid in live:
+            continue
+        if not _old(d):
+            if os.path.isdir(d):
+                defer(d)
+        elif sid in cgroups_left:
+            if deferred is not None:
+                deferred.append({"what": d, "why": "its cgroups are still there; "
+                                 "run gc again later"})
+        elif not _cwd_users(d):
+            for mp in _host_mounts_under([d]):
+                _umount(mp)
+            from ..runtime.spawn import remove_base
+            if not remove_base(d):
+                out.append(d)
     return out
 
 

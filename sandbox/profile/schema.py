@@ -105,6 +105,23 @@ def _optional_size(v, _):
     return parse_size(v)
 
 
+#: the smallest memory limit accepted, as Docker's ("Minimum memory limit
+#: allowed is 6MB"): below it the cgroup's OOM killer ends the sandbox during
+#: setup, before the payload starts, and the launch could only say "failed
+#: during setup without saying why".
+MIN_MEMORY = 6 << 20
+
+
+def _memory(v, _):
+    if _unlimited(v):
+        return None
+    n = parse_size(v)
+    if n < MIN_MEMORY:
+        raise ValueError(f"{v!r} is below the minimum memory limit of 6M "
+                         "(the sandbox cannot even start in less); give 6M or more")
+    return n
+
+
 def _optional_count(v, _):
     if _unlimited(v):
         return None
@@ -215,6 +232,10 @@ def _seccomp_profile(v, base: Path):
     # A relative path is relative to the profile file that names it.
     p = Path(v) if os.path.isabs(v) else (base / v)
     p = p.resolve()
+    if p.exists() and not p.is_file():
+        # /dev/null or a folder: "does not exist" sent users looking for a typo
+        raise ValueError(f"seccomp profile {str(p)!r} is not a regular file; give an "
+                         f"OCI/Docker seccomp JSON file (bundled filters: {builtins})")
     if not p.is_file():
         raise ValueError(f"seccomp profile {str(p)!r} does not exist (a relative path is "
                          f"read next to the profile file; bundled filters: {builtins})")
@@ -281,7 +302,7 @@ SCHEMA: dict[str, tuple] = {
     # sandbox.net.egress.policy when the plan is built
     "network.allow": (_list_of(_str), ()),
     "network.deny": (_list_of(_str), ()),
-    "limits.memory": (_optional_size, None),
+    "limits.memory": (_memory, None),
     "limits.pids": (_optional_count, None),
     "limits.nofile": (_optional_count, None),
     "limits.nproc": (_optional_count, None),

@@ -139,3 +139,15 @@ def test_detect_refuses_non_images(tmp_path):
         detect(tmp_path / "d", Limits())
     with pytest.raises(UsageError):
         detect(tmp_path / "missing", Limits())
+
+
+@pytest.mark.parametrize("content", [b"junk\n", b"\x1f\x8b\x08\x00junk"])
+def test_import_of_a_non_image_names_the_callers_file_not_the_private_copy(tmp_path, content):
+    # `sandbox image import junk.asc` once said ".../state/images/tmp/
+    # import-XXXX/source.blob: not a tar archive": the store's private copy.
+    from sandbox.image._formats import open_source
+    copy = tmp_path / "source.blob"
+    copy.write_bytes(content)
+    with pytest.raises(ArtifactError) as e:
+        open_source(copy, limits=Limits(), select=None, workdir=tmp_path, label="junk.asc")
+    assert str(e.value).startswith("junk.asc: ") and "source.blob" not in str(e.value)
