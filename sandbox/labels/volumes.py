@@ -339,7 +339,6 @@ def apply_volume_label(path: str | os.PathLike, level: Level, *,
     symlink in the path, `HostSupportError` when the file system has no
     user xattrs, `SetupError` otherwise.
     """
-    from ..safefs import fd_path
     p = os.fspath(path)
     try:
         fd = open_volume(p)
@@ -348,31 +347,11 @@ def apply_volume_label(path: str | os.PathLike, level: Level, *,
             raise SetupError(f"volume {p}: no such file or folder", step="label volume",
                              errno=e.errno) from None
         raise
-    try:
-        real = fd_path(fd)
-        st = os.fstat(fd)
-        why = build_relabel_refusal(real, own_folders=own_folders,
-                                    ident=(st.st_dev, st.st_ino))
-        if why is not None:
-            raise LabelRefused(why)
-        try:
-            os.setxattr(fd, XATTR, str(level).encode("ascii"))
-        except OSError as e:
-            if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
-                raise HostSupportError(
-                    f"volume {real}: its file system keeps no user extended attributes",
-                    hint="put the volume on ext4, xfs, btrfs or tmpfs (Linux 6.6+)") from None
-            raise SetupError(f"volume {real}: cannot write {XATTR}: {e.strerror}",
-                             step="label volume", errno=e.errno) from None
+    try:        # one decision and one write, both on that fd
+        return apply_volume_label_fd(fd, level, selinux=selinux, file_context=file_context,
+                                     own_folders=own_folders)
     finally:
         os.close(fd)
-    if selinux if selinux is not None else selinux_active():
-        # Not yet fd-based below the top (SELinux is inactive on the hosts
-        # this is tested on); each entry is labelled without following it.
-        from .selinux import build_file_context
-        ctx = str(file_context.with_level(level)) if file_context else build_file_context(level)
-        _apply_selinux_tree(real, ctx.encode("ascii"))
-    return real
 
 
 def apply_volume_label_fd(fd: int, level: Level, *, selinux: bool | None = None,

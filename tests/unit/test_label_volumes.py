@@ -184,8 +184,11 @@ def test_selinux_labels_the_whole_tree_when_active(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "setxattr", record)
     apply_volume_label(tmp_path, ME, selinux=True)
     ctx = b"system_u:object_r:container_file_t:s0:c1,c2"
-    assert {c[0] for c in calls} == {str(tmp_path), str(tmp_path / "d"),
-                                     str(tmp_path / "d" / "f"), str(tmp_path / "d" / "l")}
+    # the top through the volume's one fd (/proc/self/fd/N), everything
+    # below it by name under that fd, never through a name swapped later
+    fdp = calls[0][0]
+    assert fdp.startswith("/proc/self/fd/")
+    assert {c[0][len(fdp):] for c in calls} == {"", "/d", "/d/f", "/d/l"}
     assert all(v == ctx for _, v, _ in calls)
     # the symlink itself is labelled, never its host target
-    assert all(f is False for _, _, f in calls)
+    assert all(f is False for p, _, f in calls if p != fdp)
