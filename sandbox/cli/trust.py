@@ -58,13 +58,7 @@ def add(obj, keyfile, prefix, root_, yes):
                          hint="--prefix example.com/app trusts the key for that name and below")
     if prefix:
         prefix = "/".join(names.parse_prefix(prefix))
-    try:
-        with open(keyfile, "rb") as f:
-            data = f.read(2 << 20)
-    except FileNotFoundError:
-        raise NotFound(f"key file {keyfile} does not exist") from None
-    except OSError as e:
-        raise NotFound(f"cannot read key file {keyfile}: {e.strerror}") from None
+    data = _read_key_file(keyfile)
     cand = keys.inspect_key_file(data, source=f"key file {keyfile}", usable=False)
     if keys.unusable(cand.info):
         from ..trust import TrustStore
@@ -116,15 +110,20 @@ def refresh(obj, keyfile):
     """Merge a newer copy of a trusted key (a revocation, a new expiry) into
     every entry that trusts it; it takes effect at the next verification."""
     from ..trust import keys
+    data = _read_key_file(keyfile)
+    cand = keys.inspect_key_file(data, source=f"key file {keyfile}", usable=False)
+    _refreshed(*keys.refresh_key(obj.paths, cand), keyfile)
+
+
+def _read_key_file(keyfile: str) -> bytes:
+    """The key file's bytes (at most 2 MiB); `NotFound` naming it otherwise."""
     try:
         with open(keyfile, "rb") as f:
-            data = f.read(2 << 20)
+            return f.read(2 << 20)
     except FileNotFoundError:
         raise NotFound(f"key file {keyfile} does not exist") from None
     except OSError as e:
         raise NotFound(f"cannot read key file {keyfile}: {e.strerror}") from None
-    cand = keys.inspect_key_file(data, source=f"key file {keyfile}", usable=False)
-    _refreshed(*keys.refresh_key(obj.paths, cand), keyfile)
 
 
 def _rows(paths):
